@@ -1,0 +1,64 @@
+# overlaybd in Go. The README's quick start is `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+# Binaries built by `make build` (one folder per binary under cmd/).
+CMDS := $(notdir $(wildcard cmd/*))
+# Packages with concurrency, run again under the race detector.
+RACE_PKGS = $(shell $(GO) list ./core/... ./engines/... ./frontends/... ./caches/... ./plugins/... ./conformance/... 2>/dev/null)
+# Packages with build-tagged flavours (cgo codecs, ISA-L), tested again with the tags.
+TAG_PKGS = $(shell $(GO) list ./codecs/... ./core/zfile/... ./cmd/... 2>/dev/null)
+TEST_TIMEOUT ?= 30m
+
+.PHONY: all deps build test test-unit test-race test-tags vet fmt-check demo demo-check fuzz bench clean
+
+all: build
+
+deps:
+	scripts/deps.sh
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags cgo_codecs,isal ./...
+
+fmt-check:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
+
+# The whole suite: unit, property, golden vectors, fuzz seeds, real NBD clients,
+# in-process registries, the race detector, the tagged flavours.
+test: deps build vet fmt-check test-unit test-race test-tags
+
+test-unit:
+	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+
+test-race:
+	$(GO) test -race -short -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+
+test-tags:
+	$(GO) test -tags cgo_codecs,isal -timeout $(TEST_TIMEOUT) $(TAG_PKGS)
+
+# Long runs, never part of `make test`.
+FUZZTIME ?= 60s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench.out
+
+demo: deps build
+	scripts/demo.sh
+
+demo-check: deps build
+	scripts/demo.sh --check
+
+clean:
+	rm -rf $(BIN) bench.out
