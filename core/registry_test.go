@@ -12,7 +12,7 @@ func TestRegistryLookup(t *testing.T) {
 
 	f, err := r.Lookup("alpha")
 	if err != nil || f() != "a" {
-		t.Fatalf("Lookup(alpha) = %v, %v", f, err)
+		t.Fatalf("Lookup(alpha) failed: %v", err)
 	}
 	name, f, err := r.LookupNumber(0)
 	if err != nil || name != "alpha" || f() != "a" {
