@@ -70,7 +70,7 @@ type Writer struct {
 	total   int64 // uncompressed bytes accepted
 	table   []byte
 
-	pending []*job   // in input order, not yet written
+	pending []*job    // in input order, not yet written
 	jobs    chan *job // nil with one worker
 	wg      sync.WaitGroup
 	pool    sync.Pool
@@ -164,7 +164,9 @@ func newWriter(w io.Writer, wat io.WriterAt, opts Options) (*Writer, error) {
 	}
 	zw.cur = make([]byte, 0, zw.bs)
 	bound := codec.CompressBound(zw.bs) + 4
-	zw.pool.New = func() any { return &job{in: make([]byte, 0, zw.bs), out: make([]byte, bound), ready: make(chan struct{}, 1)} }
+	zw.pool.New = func() any {
+		return &job{in: make([]byte, 0, zw.bs), out: make([]byte, bound), ready: make(chan struct{}, 1)}
+	}
 	if opts.Workers > 1 {
 		zw.jobs = make(chan *job)
 		for range opts.Workers {
