@@ -1,0 +1,427 @@
+package nbd
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/overlaybd-go/overlaybd/core"
+)
+
+const (
+	// maxExtents bounds the descriptors of one BLOCK_STATUS reply.
+	maxExtents = 16 << 10
+	// cacheChunk is the read size used to serve NBD_CMD_CACHE.
+	cacheChunk = 1 << 20
+	// zeroChunk is the size of the shared zero buffer used to zero ranges
+	// of files without a ZeroWriter.
+	zeroChunk = 1 << 20
+)
+
+var zeroBuf = make([]byte, zeroChunk)
+
+// transmit serves requests until the client disconnects, the stream breaks
+// or the server stops the connection; then it waits for requests in flight.
+func (c *conn) transmit() {
+	defer c.inflight.Wait()
+	var hdr [requestHeaderLen]byte
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			if !errors.Is(err, io.EOF) && !c.isStopping() && !c.broken.Load() {
+				c.log.Debug("connection ended", "err", err)
+			}
+			return
+		}
+		req, err := parseRequest(hdr[:])
+		if err != nil {
+			c.log.Warn("dropping connection", "err", err)
+			return
+		}
+		var payload []byte
+		if req.typ == cmdWrite {
+			if req.length > c.s.opts.MaxRequest {
+				// Skip the payload to keep the stream in step, then
+				// refuse the request.
+				if _, err := io.CopyN(io.Discard, c.br, int64(req.length)); err != nil {
+					return
+				}
+				c.replyError(req, errnoOverflow, fmt.Sprintf("write of %d bytes exceeds the maximum of %d", req.length, c.s.opts.MaxRequest))
+				continue
+			}
+			payload = c.s.bufs.get(int(req.length))
+			if _, err := io.ReadFull(c.br, payload); err != nil {
+				c.s.bufs.put(payload)
+				c.log.Debug("client left in the middle of a write", "err", err)
+				return
+			}
+		}
+		if req.typ == cmdDisc {
+			return
+		}
+		if errno, msg := c.check(req); errno != 0 {
+			c.s.bufs.put(payload)
+			c.replyError(req, errno, msg)
+			continue
+		}
+		c.sem <- struct{}{}
+		c.inflight.Add(1)
+		go func() {
+			defer func() {
+				c.s.bufs.put(payload)
+				<-c.sem
+				c.inflight.Done()
+			}()
+			c.execute(req, payload)
+		}()
+	}
+}
+
+// check validates a request against the export and the negotiated state,
+// returning a protocol error and a message when it must be refused.
+func (c *conn) check(r request) (uint32, string) {
+	x := c.x
+	allowed := uint16(0)
+	switch r.typ {
+	case cmdRead:
+		if c.structured {
+			allowed = cmdFlagDF
+		}
+	case cmdWrite, cmdTrim:
+		allowed = cmdFlagFUA
+	case cmdWriteZeroes:
+		allowed = cmdFlagFUA | cmdFlagNoHole
+	case cmdBlockStatus:
+		allowed = cmdFlagReqOne
+	case cmdFlush, cmdCache:
+	default:
+		return errnoInval, fmt.Sprintf("unknown command %d", r.typ)
+	}
+	if r.flags&^allowed != 0 {
+		return errnoInval, fmt.Sprintf("flags %#x not valid for command %d", r.flags, r.typ)
+	}
+	write := r.typ == cmdWrite || r.typ == cmdTrim || r.typ == cmdWriteZeroes
+	if write && x.ReadOnly {
+		return errnoPerm, "export is read-only"
+	}
+	if r.typ == cmdFlush {
+		return 0, ""
+	}
+	if r.typ == cmdBlockStatus && !c.meta {
+		return errnoInval, "no metadata context was negotiated"
+	}
+	if r.typ == cmdRead && r.length > c.s.opts.MaxRequest {
+		return errnoOverflow, fmt.Sprintf("read of %d bytes exceeds the maximum of %d", r.length, c.s.opts.MaxRequest)
+	}
+	end := r.offset + uint64(r.length)
+	if end < r.offset || end > x.size {
+		if write {
+			return errnoNoSpc, fmt.Sprintf("range [%d, %d) beyond the end of the export (%d bytes)", r.offset, end, x.size)
+		}
+		return errnoInval, fmt.Sprintf("range [%d, %d) beyond the end of the export (%d bytes)", r.offset, end, x.size)
+	}
+	if r.typ == cmdBlockStatus && r.length == 0 {
+		return errnoInval, "block status of an empty range"
+	}
+	if m := uint64(x.MinBlockSize); m > 1 && (r.offset%m != 0 || uint64(r.length)%m != 0) {
+		return errnoInval, fmt.Sprintf("range [%d, %d) not aligned to %d bytes", r.offset, end, m)
+	}
+	return 0, ""
+}
+
+// execute performs a valid request and replies to it.
+func (c *conn) execute(r request, payload []byte) {
+	f := c.x.File
+	off := int64(r.offset)
+	n := int64(r.length)
+	var err error
+	switch r.typ {
+	case cmdRead:
+		c.read(r)
+		return
+	case cmdWrite:
+		_, err = f.WriteAt(payload, off)
+	case cmdFlush:
+		if !c.x.ReadOnly {
+			err = f.Sync()
+		}
+	case cmdTrim:
+		if c.x.discard != nil && n > 0 {
+			err = c.x.discard.Discard(off, n)
+		}
+	case cmdWriteZeroes:
+		err = c.writeZeroes(off, n, r.flags&cmdFlagNoHole != 0)
+	case cmdCache:
+		err = c.cache(off, n)
+	case cmdBlockStatus:
+		c.blockStatus(r)
+		return
+	}
+	if err == nil && r.flags&cmdFlagFUA != 0 {
+		err = f.Sync()
+	}
+	if err != nil {
+		c.log.Warn("request failed", "cmd", r.typ, "offset", off, "length", n, "err", err)
+		c.replyError(r, errnoOf(err), err.Error())
+		return
+	}
+	c.replyOK(r)
+}
+
+func (c *conn) writeZeroes(off, n int64, noHole bool) error {
+	if c.x.zeroer != nil && !noHole {
+		return c.x.zeroer.WriteZeroes(off, n)
+	}
+	for n > 0 {
+		k := min(n, zeroChunk)
+		if _, err := c.x.File.WriteAt(zeroBuf[:k], off); err != nil {
+			return err
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}
+
+// cache reads the range so that the layers below (remote caches) hold it.
+func (c *conn) cache(off, n int64) error {
+	buf := c.s.bufs.get(int(min(n, cacheChunk)))
+	defer c.s.bufs.put(buf)
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if err := readFull(c.x.File, buf[:k], off); err != nil {
+			return err
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}
+
+// readFull reads exactly len(p) bytes at off; io.EOF after a full read is
+// success.
+func readFull(f io.ReaderAt, p []byte, off int64) error {
+	n, err := f.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = fmt.Errorf("short read of %d/%d bytes at %d: %w", n, len(p), off, io.ErrUnexpectedEOF)
+	}
+	return err
+}
+
+func (c *conn) read(r request) {
+	buf := c.s.bufs.get(int(r.length))
+	defer c.s.bufs.put(buf)
+	if err := readFull(c.x.File, buf, int64(r.offset)); err != nil {
+		c.log.Warn("read failed", "offset", r.offset, "length", r.length, "err", err)
+		c.replyError(r, errnoOf(err), err.Error())
+		return
+	}
+	if !c.structured {
+		var h [16]byte
+		putSimpleReply(h[:], 0, r.handle)
+		c.send(h[:], buf)
+		return
+	}
+	if r.length == 0 {
+		var h [20]byte
+		putChunkHeader(h[:], replyFlagDone, replyTypeNone, r.handle, 0)
+		c.send(h[:])
+		return
+	}
+	var h [28]byte
+	putChunkHeader(h[:], replyFlagDone, replyTypeOffsetData, r.handle, 8+r.length)
+	binary.BigEndian.PutUint64(h[20:], r.offset)
+	c.send(h[:], buf)
+}
+
+func (c *conn) blockStatus(r request) {
+	exts, err := c.extents(int64(r.offset), int64(r.length), r.flags&cmdFlagReqOne != 0)
+	if err != nil {
+		c.log.Warn("block status failed", "offset", r.offset, "length", r.length, "err", err)
+		c.replyError(r, errnoOf(err), err.Error())
+		return
+	}
+	b := make([]byte, 20+4+8*len(exts))
+	putChunkHeader(b, replyFlagDone, replyTypeBlockStatus, r.handle, uint32(4+8*len(exts)))
+	binary.BigEndian.PutUint32(b[20:], metaContextAllocationID)
+	for i, e := range exts {
+		binary.BigEndian.PutUint32(b[24+8*i:], uint32(e.Length))
+		binary.BigEndian.PutUint32(b[28+8*i:], uint32(e.Flags))
+	}
+	c.send(b)
+}
+
+// extents describes [off, off+n) for base:allocation: contiguous extents
+// from off, merged when their flags agree, at most maxExtents (one with
+// reqOne). Files that cannot tell report everything as data.
+func (c *conn) extents(off, n int64, reqOne bool) ([]core.Extent, error) {
+	if c.x.statuser == nil {
+		return []core.Extent{{Offset: off, Length: n}}, nil
+	}
+	end := off + n
+	var out []core.Extent
+	pos := off
+	for pos < end && len(out) < maxExtents {
+		got, err := c.x.statuser.BlockStatus(pos, end-pos)
+		if err != nil {
+			return nil, err
+		}
+		progressed := false
+		for _, e := range got {
+			if e.Offset != pos || e.Length <= 0 {
+				break // not contiguous: stop here, the client asks again
+			}
+			l := min(e.Length, end-pos)
+			fl := e.Flags & (core.ExtentHole | core.ExtentZero)
+			if k := len(out); k > 0 && out[k-1].Flags == fl {
+				out[k-1].Length += l
+			} else {
+				if len(out) == maxExtents {
+					break
+				}
+				out = append(out, core.Extent{Offset: pos, Length: l, Flags: fl})
+			}
+			pos += l
+			progressed = true
+			if pos >= end {
+				break
+			}
+		}
+		if !progressed || reqOne {
+			break
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("block status at %d: no usable extent: %w", off, core.ErrCorrupt)
+	}
+	if reqOne {
+		out = out[:1]
+	}
+	return out, nil
+}
+
+// replyOK sends a successful reply without data.
+func (c *conn) replyOK(r request) {
+	if c.structured {
+		var h [20]byte
+		putChunkHeader(h[:], replyFlagDone, replyTypeNone, r.handle, 0)
+		c.send(h[:])
+		return
+	}
+	var h [16]byte
+	putSimpleReply(h[:], 0, r.handle)
+	c.send(h[:])
+}
+
+// replyError sends an error reply; structured replies carry msg.
+func (c *conn) replyError(r request, errno uint32, msg string) {
+	if !c.structured {
+		var h [16]byte
+		putSimpleReply(h[:], errno, r.handle)
+		c.send(h[:])
+		return
+	}
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	b := make([]byte, 26+len(msg))
+	putChunkHeader(b, replyFlagDone, replyTypeError, r.handle, uint32(6+len(msg)))
+	binary.BigEndian.PutUint32(b[20:], errno)
+	binary.BigEndian.PutUint16(b[24:], uint16(len(msg)))
+	copy(b[26:], msg)
+	c.send(b)
+}
+
+// send writes one reply atomically with respect to other replies. A failed
+// write breaks the connection: the reader stops, requests in flight finish.
+func (c *conn) send(parts ...[]byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.broken.Load() {
+		return
+	}
+	var err error
+	if len(parts) == 1 {
+		_, err = c.nc.Write(parts[0])
+	} else {
+		bufs := net.Buffers(parts)
+		_, err = bufs.WriteTo(c.nc)
+	}
+	if err != nil {
+		c.broken.Store(true)
+		c.log.Debug("reply failed, closing connection", "err", err)
+		c.nc.Close()
+	}
+}
+
+func putSimpleReply(b []byte, errno uint32, handle uint64) {
+	binary.BigEndian.PutUint32(b[0:], magicSimpleReply)
+	binary.BigEndian.PutUint32(b[4:], errno)
+	binary.BigEndian.PutUint64(b[8:], handle)
+}
+
+func putChunkHeader(b []byte, flags, typ uint16, handle uint64, length uint32) {
+	binary.BigEndian.PutUint32(b[0:], magicStructReply)
+	binary.BigEndian.PutUint16(b[4:], flags)
+	binary.BigEndian.PutUint16(b[6:], typ)
+	binary.BigEndian.PutUint64(b[8:], handle)
+	binary.BigEndian.PutUint32(b[16:], length)
+}
+
+// errnoOf maps an error of the storage stack to an NBD error value.
+func errnoOf(err error) uint32 {
+	switch {
+	case errors.Is(err, core.ErrReadOnly), errors.Is(err, os.ErrPermission):
+		return errnoPerm
+	case errors.Is(err, core.ErrOutOfRange):
+		return errnoInval
+	case errors.Is(err, core.ErrUnsupported):
+		return errnoNotSup
+	case errors.Is(err, core.ErrClosed):
+		return errnoShutdown
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
+		return errnoNoSpc
+	case errors.Is(err, syscall.ENOMEM):
+		return errnoNoMem
+	}
+	return errnoIO
+}
+
+// bufferPool recycles request buffers in power-of-two size classes from
+// 4 KiB up.
+type bufferPool struct {
+	classes [32]sync.Pool
+}
+
+const minBufShift = 12
+
+func (p *bufferPool) get(n int) []byte {
+	if n == 0 {
+		return nil
+	}
+	cls := 0
+	if n > 1<<minBufShift {
+		cls = bits.Len(uint(n-1)) - minBufShift
+	}
+	if v := p.classes[cls].Get(); v != nil {
+		return (*(v.(*[]byte)))[:n]
+	}
+	return make([]byte, n, 1<<(cls+minBufShift))
+}
+
+func (p *bufferPool) put(b []byte) {
+	if cap(b) < 1<<minBufShift || cap(b)&(cap(b)-1) != 0 {
+		return
+	}
+	cls := bits.Len(uint(cap(b))) - 1 - minBufShift
+	b = b[:0]
+	p.classes[cls].Put(&b)
+}
