@@ -416,7 +416,7 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("Prepare without CA bundle = %v", err)
 	}
 	// A client certificate that cannot be loaded.
-	_, err = cfg(`,"certConfig":{"certFile":"`+dir+`/missing.pem"}`).Prepare(opts)
+	_, err = cfg(`,"certConfig":{"certFile":"` + dir + `/missing.pem"}`).Prepare(opts)
 	if !errors.As(err, &fe) || fe.Field != "certConfig.certFile" {
 		t.Errorf("Prepare with missing client cert = %v", err)
 	}
