@@ -1,0 +1,375 @@
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+	"golang.org/x/sys/unix"
+
+	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/plugins/internal/wire"
+)
+
+// instance is one running process of a plugin with its data plane.
+type instance struct {
+	client *goplugin.Client
+	proto  goplugin.ClientProtocol
+	ctrl   *wire.ControlClient
+	info   *wire.Info
+	pid    int
+	start  time.Time
+
+	mem   []byte // the whole memfd mapping
+	lanes chan *lane
+	all   []*lane
+
+	useMu    sync.RWMutex // held shared while mem is in use; exclusively to unmap
+	dead     atomic.Bool
+	deadCh   chan struct{}
+	deadOnce sync.Once
+}
+
+// lane is one doorbell socket and its region of the shared memory. A lane
+// carries one batch at a time.
+type lane struct {
+	conn  *net.UnixConn
+	mem   []byte
+	seq   uint64
+	msg   []byte
+	reply []byte
+	descs []wire.Desc
+}
+
+// launch starts a plugin process: it creates the data plane, starts the
+// binary through go-plugin (handshake, sha256 check), asks the control
+// service for the plugin's description and checks it.
+func launch(ctx context.Context, p *Plugin) (in *instance, err error) {
+	o := &p.opts
+	size := o.lanes * o.laneSize
+	memfd, err := unix.MemfdCreate("overlaybd-codec-plugin", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	memFile := os.NewFile(uintptr(memfd), "memfd")
+	defer memFile.Close() // the mapping and the child's copy outlive it
+	if err := unix.Ftruncate(memfd, int64(size)); err != nil {
+		return nil, fmt.Errorf("size memfd: %w", err)
+	}
+	// Seal the size so that a plugin cannot shrink the file under the
+	// host's mapping (which would turn the host's reads into SIGBUS).
+	if _, err := unix.FcntlInt(uintptr(memfd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		return nil, fmt.Errorf("seal memfd: %w", err)
+	}
+	mem, err := unix.Mmap(memfd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mmap memfd: %w", err)
+	}
+	in = &instance{mem: mem, lanes: make(chan *lane, o.lanes), deadCh: make(chan struct{}), start: time.Now()}
+	var childFiles []*os.File
+	defer func() {
+		for _, f := range childFiles {
+			f.Close()
+		}
+		if err != nil {
+			in.teardown()
+		}
+	}()
+
+	dp := wire.DataPlane{MemFD: 3, LaneSize: o.laneSize}
+	for i := 0; i < o.lanes; i++ {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return in, fmt.Errorf("lane %d socketpair: %w", i, err)
+		}
+		hostFile := os.NewFile(uintptr(fds[0]), fmt.Sprintf("lane%d", i))
+		childFiles = append(childFiles, os.NewFile(uintptr(fds[1]), fmt.Sprintf("lane%d-plugin", i)))
+		c, err := net.FileConn(hostFile)
+		hostFile.Close()
+		if err != nil {
+			return in, fmt.Errorf("lane %d socket: %w", i, err)
+		}
+		ln := &lane{
+			conn:  c.(*net.UnixConn),
+			mem:   mem[i*o.laneSize : (i+1)*o.laneSize : (i+1)*o.laneSize],
+			msg:   make([]byte, 0, wire.HeaderSize+wire.MaxBatch*wire.DescSize),
+			reply: make([]byte, wire.HeaderSize+wire.MaxBatch*wire.ResultSize+1),
+		}
+		in.all = append(in.all, ln)
+		in.lanes <- ln
+		dp.Socks = append(dp.Socks, 3+1+i)
+	}
+
+	cmd := exec.Command(p.path, p.cfg.Args...)
+	cmd.ExtraFiles = append([]*os.File{memFile}, childFiles...)
+	cmd.Env = []string{wire.EnvDataPlane + "=" + dp.String()}
+	cmd.Dir = "/"
+	var secure *goplugin.SecureConfig
+	if p.cfg.SHA256 != "" {
+		sum, err := hex.DecodeString(p.cfg.SHA256)
+		if err != nil || len(sum) != sha256.Size {
+			return in, fmt.Errorf("sha256 %q is not 64 hexadecimal digits", p.cfg.SHA256)
+		}
+		secure = &goplugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+	in.client = goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  wire.Handshake,
+		Plugins:          wire.PluginSet(nil),
+		Cmd:              cmd,
+		SecureConfig:     secure,
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		Logger:           p.hlog,
+		StartTimeout:     o.startTimeout,
+		AutoMTLS:         true,
+	})
+	proto, err := in.client.Client()
+	if err != nil {
+		if errors.Is(err, goplugin.ErrChecksumsDoNotMatch) {
+			return in, fmt.Errorf("%w: sha256 of %s is %s, configuration pins %s", ErrUntrusted, p.path, fileSHA256(p.path), p.cfg.SHA256)
+		}
+		return in, fmt.Errorf("start %s: %w", p.path, err)
+	}
+	in.proto = proto
+	if rc := in.client.ReattachConfig(); rc != nil {
+		in.pid = rc.Pid
+	}
+	raw, err := proto.Dispense(wire.PluginName)
+	if err != nil {
+		return in, fmt.Errorf("%w: dispense control service: %w", ErrProtocol, err)
+	}
+	ctrl, ok := raw.(*wire.ControlClient)
+	if !ok {
+		return in, fmt.Errorf("%w: control service of type %T", ErrProtocol, raw)
+	}
+	in.ctrl = ctrl
+	ictx, cancel := context.WithTimeout(ctx, o.callTimeout)
+	defer cancel()
+	info, err := ctrl.Info(ictx)
+	if err != nil {
+		return in, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if info.Protocol != wire.ProtocolVersion {
+		return in, fmt.Errorf("%w: plugin speaks data plane protocol %d, host %d", ErrProtocol, info.Protocol, wire.ProtocolVersion)
+	}
+	if info.MaxBatch <= 0 {
+		return in, fmt.Errorf("%w: plugin reports a batch limit of %d", ErrProtocol, info.MaxBatch)
+	}
+	for _, alg := range p.cfg.Algorithms {
+		ci, ok := findCodec(info, alg)
+		if !ok {
+			return in, fmt.Errorf("plugin does not serve %q (it serves %s)", alg, servedNames(info))
+		}
+		if want, _ := core.Codecs.NumberOf(alg); want != 0 && ci.ID != want {
+			return in, fmt.Errorf("%w: plugin numbers %q as algorithm %d, ZFile uses %d", ErrProtocol, alg, ci.ID, want)
+		}
+		if ci.MaxBlock <= 0 || ci.BoundOverhead < 0 {
+			return in, fmt.Errorf("%w: plugin reports limits maxBlock %d, bound overhead %d for %q", ErrProtocol, ci.MaxBlock, ci.BoundOverhead, alg)
+		}
+	}
+	in.info = info
+	return in, nil
+}
+
+func findCodec(info *wire.Info, name string) (wire.CodecInfo, bool) {
+	for _, c := range info.Codecs {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return wire.CodecInfo{}, false
+}
+
+func servedNames(info *wire.Info) string {
+	s := ""
+	for i, c := range info.Codecs {
+		if i > 0 {
+			s += ", "
+		}
+		s += c.Name
+	}
+	if s == "" {
+		return "nothing"
+	}
+	return s
+}
+
+// errGone reports an instance retired before the request could use it.
+var errGone = errors.New("plugin instance retired")
+
+// teardown stops the process and releases the data plane once no request
+// uses it. It is idempotent.
+func (in *instance) teardown() {
+	in.deadOnce.Do(func() {
+		in.dead.Store(true)
+		close(in.deadCh)
+		for _, ln := range in.all {
+			ln.conn.Close()
+		}
+		if in.client != nil {
+			in.client.Kill()
+		}
+		in.useMu.Lock()
+		if in.mem != nil {
+			_ = unix.Munmap(in.mem)
+			in.mem = nil
+		}
+		in.useMu.Unlock()
+	})
+}
+
+// run serves blocks on one lane of the instance, in as many batches as the
+// lane needs.
+func (in *instance) run(op, id uint8, blocks []core.CodecBlock, timeout time.Duration) error {
+	in.useMu.RLock()
+	defer in.useMu.RUnlock()
+	if in.dead.Load() {
+		return errGone
+	}
+	var ln *lane
+	select {
+	case ln = <-in.lanes:
+	case <-in.deadCh:
+		return errGone
+	}
+	deadline := time.Now().Add(timeout)
+	maxBatch := min(in.info.MaxBatch, wire.MaxBatch)
+	for len(blocks) > 0 {
+		n, err := ln.fit(blocks, maxBatch)
+		if err != nil {
+			in.lanes <- ln
+			return err
+		}
+		if err := ln.exchange(op, id, blocks[:n], deadline); err != nil {
+			// A failed exchange leaves the lane out of step with the
+			// plugin; the instance is retired with it.
+			return err
+		}
+		blocks = blocks[n:]
+	}
+	in.lanes <- ln
+	return nil
+}
+
+const align = 64
+
+func alignUp(n int) int { return (n + align - 1) &^ (align - 1) }
+
+// fit returns how many of blocks, from the first, one batch on the lane
+// holds.
+func (ln *lane) fit(blocks []core.CodecBlock, maxBatch int) (int, error) {
+	off := 0
+	for i, b := range blocks {
+		next := alignUp(off+len(b.Src)) + alignUp(len(b.Dst))
+		if next > len(ln.mem) || i == maxBatch {
+			if i == 0 {
+				return 0, fmt.Errorf("block of %d bytes into %d does not fit the data plane lane of %d bytes: %w", len(b.Src), len(b.Dst), len(ln.mem), core.ErrUnsupported)
+			}
+			return i, nil
+		}
+		off = next
+	}
+	return len(blocks), nil
+}
+
+// exchange sends one batch and checks and copies out its reply. Blocks
+// must fit the lane (see fit).
+func (ln *lane) exchange(op, id uint8, blocks []core.CodecBlock, deadline time.Time) error {
+	ln.seq++
+	seq := ln.seq
+	msg := wire.AppendHeader(ln.msg[:0], wire.Header{Op: op, Codec: id, Seq: seq, Count: uint32(len(blocks))})
+	ln.descs = ln.descs[:0]
+	off := 0
+	for _, b := range blocks {
+		d := wire.Desc{SrcOff: uint32(off), SrcLen: uint32(len(b.Src))}
+		copy(ln.mem[off:], b.Src)
+		off = alignUp(off + len(b.Src))
+		d.DstOff, d.DstCap = uint32(off), uint32(len(b.Dst))
+		off = alignUp(off + len(b.Dst))
+		msg = wire.AppendDesc(msg, d)
+		ln.descs = append(ln.descs, d)
+	}
+	ln.msg = msg
+	if err := ln.conn.SetDeadline(deadline); err != nil {
+		return crashed("doorbell deadline: %v", err)
+	}
+	if _, err := ln.conn.Write(msg); err != nil {
+		return ln.ioFailure("ring doorbell", err)
+	}
+	n, err := ln.conn.Read(ln.reply)
+	if err != nil {
+		return ln.ioFailure("wait for reply", err)
+	}
+	if n == 0 {
+		return crashed("plugin closed the doorbell")
+	}
+	reply := ln.reply[:n]
+	want := wire.HeaderSize + len(blocks)*wire.ResultSize
+	if n != want {
+		return violated(nil, "reply of %d bytes to a batch of %d blocks, want %d", n, len(blocks), want)
+	}
+	h, err := wire.ParseHeader(reply)
+	if err != nil {
+		return violated(nil, "reply: %v", err)
+	}
+	if h.Seq != seq || h.Op != op || h.Codec != id || int(h.Count) != len(blocks) {
+		return violated(nil, "reply header (op %d codec %d seq %d count %d) does not answer (op %d codec %d seq %d count %d)",
+			h.Op, h.Codec, h.Seq, h.Count, op, id, seq, len(blocks))
+	}
+	for i := range blocks {
+		b := &blocks[i]
+		r := wire.ParseResult(reply, i)
+		d := ln.descs[i]
+		b.N, b.Err = 0, nil
+		switch r.Status {
+		case wire.StatusOK:
+			if r.N > d.DstCap {
+				return violated(nil, "block %d: reply of %d bytes for a destination of %d", i, r.N, d.DstCap)
+			}
+			// Copy first, then check the private copy: the plugin can
+			// still write the shared memory.
+			out := b.Dst[:r.N]
+			copy(out, ln.mem[d.DstOff:d.DstOff+r.N])
+			if wire.Sum(seq, uint32(i), r.Status, out) != r.Sum {
+				clear(out)
+				return violated(core.ErrChecksum, "block %d: reply checksum mismatch", i)
+			}
+			b.N = int(r.N)
+		case wire.StatusCorrupt, wire.StatusFailed, wire.StatusBadRequest:
+			if r.N != 0 || wire.Sum(seq, uint32(i), r.Status, nil) != r.Sum {
+				return violated(core.ErrChecksum, "block %d: error reply with length %d or bad checksum", i, r.N)
+			}
+			switch r.Status {
+			case wire.StatusCorrupt:
+				b.Err = fmt.Errorf("codec plugin: block does not decode or does not fit %d bytes: %w", d.DstCap, core.ErrCorrupt)
+			case wire.StatusFailed:
+				b.Err = fmt.Errorf("%w: codec error (see the plugin's log): %w", ErrPluginFailed, core.ErrCorrupt)
+			default:
+				b.Err = fmt.Errorf("%w: plugin refused the request: %w", ErrProtocol, core.ErrUnsupported)
+			}
+		default:
+			return violated(nil, "block %d: unknown status %d", i, r.Status)
+		}
+	}
+	return nil
+}
+
+func (ln *lane) ioFailure(what string, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return &failure{err: fmt.Errorf("%w: %w: %w: %s", ErrPluginFailed, core.ErrCorrupt, ErrTimeout, what)}
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return crashed("%s: plugin process went away: %v", what, err)
+	}
+	return crashed("%s: %v", what, err)
+}
