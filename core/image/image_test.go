@@ -216,7 +216,9 @@ func TestResultReasons(t *testing.T) {
 			"failed:failed to open remote file https://r.example/v2/x/blobs/" + digest + ": " + ErrNoRemote.Error()},
 		{"remote error", map[string]any{"repoBlobUrl": "https://r.example/v2/x/blobs/",
 			"lowers": []any{map[string]any{"digest": digest}}},
-			RemoteOpenerFunc(func(context.Context, string, config.Layer) (core.File, error) { return nil, errors.New("Unexpected response") }),
+			RemoteOpenerFunc(func(context.Context, string, config.Layer) (core.File, error) {
+				return nil, errors.New("Unexpected response")
+			}),
 			"failed:failed to open remote file https://r.example/v2/x/blobs/" + digest + ": Unexpected response"},
 		{"turboOCI", map[string]any{"lowers": []any{map[string]any{"file": a, "targetFile": a}}}, nil,
 			"failed:turboOCI layers (targetFile/targetDigest/gzipIndex of layer 0) are not supported yet"},
