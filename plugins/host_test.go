@@ -480,3 +480,8 @@ func TestHealthRestartsIdleCrash(t *testing.T) {
 		t.Fatalf("restarts %d", p.Restarts())
 	}
 }
+
+func execOutput(bin string, args ...string) (string, error) {
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	return string(out), err
+}
