@@ -62,6 +62,9 @@ type OpenOptions struct {
 	// themselves; engines fall back to buffered IO when the filesystem
 	// refuses it, with one log line.
 	Direct bool
+	// Buffered forbids O_DIRECT, also for engines that use it by default
+	// (libaio). It wins over Direct.
+	Buffered bool
 }
 
 // Engine opens local files whose IO it then performs. Files opened by an

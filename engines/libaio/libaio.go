@@ -1,0 +1,355 @@
+// Package libaio is the engine that uses Linux native asynchronous IO
+// (upstream's ioEngine 1): io_setup, io_submit and io_getevents, called as
+// raw system calls without cgo.
+//
+// As upstream does, files are opened O_DIRECT (native AIO is only
+// asynchronous for O_DIRECT files), and requests of any alignment are
+// served through an aligned bounce buffer; core.OpenOptions.Buffered opens a
+// file without O_DIRECT, and a filesystem that refuses O_DIRECT gets a
+// buffered file with one log line.
+//
+// One kernel AIO context serves every file of an engine. Any number of
+// goroutines submit concurrently (io_submit is safe for that), each batch
+// with one io_submit call, up to the engine's queue depth in flight.
+// Completions signal an eventfd that the Go runtime's poller watches; one
+// reaper goroutine, owned by the engine and stopped by Close, collects them
+// with a non-blocking io_getevents and wakes the submitters. Buffers handed
+// to the kernel are pinned (runtime.Pinner) until their request completes.
+//
+// When the kernel refuses native AIO (ENOSYS, or EPERM/EACCES under a
+// seccomp filter), the registered factory returns the psync engine instead,
+// with one log line and a counted fallback.
+package libaio
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/engines/internal/fileengine"
+	"golang.org/x/sys/unix"
+)
+
+// Name is the registry name of this engine.
+const Name = "libaio"
+
+// Number is upstream's ioEngine number of this engine.
+const Number = 1
+
+// DefaultQueueDepth is the number of requests in flight when the
+// configuration does not say.
+const DefaultQueueDepth = 128
+
+func init() {
+	core.Engines.Register(Name, Number, Factory)
+}
+
+// Factory is the registered factory: a native AIO engine, or the psync
+// engine when the kernel refuses native AIO.
+func Factory(cfg core.EngineConfig) (core.Engine, error) {
+	e, err := New(cfg)
+	if err != nil {
+		if Refused(err) {
+			return fileengine.NewFallback(Name, err, cfg), nil
+		}
+		return nil, err
+	}
+	return e, nil
+}
+
+// Refused reports whether err means that the kernel does not let this
+// process use native AIO (as opposed to a transient failure).
+func Refused(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
+}
+
+// Engine is a native AIO engine.
+type Engine struct {
+	*fileengine.Engine
+	be *backend
+}
+
+// New returns a native AIO engine, or an error (wrapping the errno) when
+// the kernel refuses to create an AIO context.
+func New(cfg core.EngineConfig) (*Engine, error) {
+	depth := cfg.QueueDepth
+	if depth <= 0 {
+		depth = DefaultQueueDepth
+	}
+	c := new(fileengine.Counters)
+	be, err := newBackend(depth, c)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{
+		Engine: fileengine.New(Name, cfg.Logger, be, c, fileengine.Options{DirectByDefault: true}),
+		be:     be,
+	}, nil
+}
+
+// QueueDepth returns the number of requests the engine keeps in flight at
+// most.
+func (e *Engine) QueueDepth() int { return e.be.depth }
+
+// Kernel ABI (include/uapi/linux/aio_abi.h), x86-64 and arm64 layout.
+const (
+	cmdPread  = 0
+	cmdPwrite = 1
+	cmdFdsync = 3
+
+	flagResfd = 1 << 0
+)
+
+type iocb struct {
+	data      uint64
+	key       uint32
+	rwFlags   int32
+	opcode    uint16
+	reqprio   int16
+	fd        uint32
+	buf       uint64
+	nbytes    uint64
+	offset    int64
+	reserved2 uint64
+	flags     uint32
+	resfd     uint32
+}
+
+type ioEvent struct {
+	data uint64
+	obj  uint64
+	res  int64
+	res2 int64
+}
+
+// batch is one submission waiting for its completions.
+type batch struct {
+	pending atomic.Int32
+	done    chan struct{}
+}
+
+// inflight is what a slot of the context refers to while its request is in
+// the kernel.
+type inflight struct {
+	req *core.IORequest
+	b   *batch
+}
+
+type backend struct {
+	c     *fileengine.Counters
+	ctx   uintptr
+	depth int
+	efd   *os.File
+	efdN  int
+
+	free  chan uint32 // free slot numbers: the queue-depth semaphore
+	slots []atomic.Pointer[inflight]
+
+	mu     sync.RWMutex // shared by submissions, exclusive in Close
+	closed bool
+	reaped chan struct{}
+}
+
+func newBackend(depth int, c *fileengine.Counters) (*backend, error) {
+	var ctx uintptr
+	if _, _, errno := unix.Syscall(unix.SYS_IO_SETUP, uintptr(depth), uintptr(unsafe.Pointer(&ctx)), 0); errno != 0 {
+		return nil, fmt.Errorf("libaio: io_setup(%d): %w", depth, errno)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Syscall(unix.SYS_IO_DESTROY, ctx, 0, 0)
+		return nil, fmt.Errorf("libaio: eventfd: %w", err)
+	}
+	b := &backend{
+		c: c, ctx: ctx, depth: depth,
+		efd: os.NewFile(uintptr(efd), "libaio-eventfd"), efdN: efd,
+		free:   make(chan uint32, depth),
+		slots:  make([]atomic.Pointer[inflight], depth),
+		reaped: make(chan struct{}),
+	}
+	for i := range depth {
+		b.free <- uint32(i)
+	}
+	go b.reap()
+	return b, nil
+}
+
+func (b *backend) Attach(fd int, name string) (fileengine.Target, error) {
+	return &target{b: b, fd: fd}, nil
+}
+
+// Close waits for the submissions in flight, stops the reaper and destroys
+// the AIO context.
+func (b *backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	errF := b.efd.Close() // wakes the reaper
+	<-b.reaped
+	var errD error
+	if _, _, errno := unix.Syscall(unix.SYS_IO_DESTROY, b.ctx, 0, 0); errno != 0 {
+		errD = fmt.Errorf("libaio: io_destroy: %w", errno)
+	}
+	return errors.Join(errF, errD)
+}
+
+func (b *backend) reap() {
+	defer close(b.reaped)
+	var counter [8]byte
+	events := make([]ioEvent, 256)
+	zero := unix.Timespec{}
+	for {
+		if _, err := b.efd.Read(counter[:]); err != nil {
+			// Close closed the eventfd; nothing is in flight then.
+			return
+		}
+		for {
+			n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, b.ctx, 0, uintptr(len(events)),
+				uintptr(unsafe.Pointer(&events[0])), uintptr(unsafe.Pointer(&zero)), 0)
+			if errno == unix.EINTR {
+				continue
+			}
+			if errno != 0 || n == 0 {
+				break
+			}
+			for _, ev := range events[:n] {
+				b.complete(uint32(ev.data), ev.res)
+			}
+			if int(n) < len(events) {
+				break
+			}
+		}
+	}
+}
+
+// complete finishes the request in slot s with the kernel's result res.
+func (b *backend) complete(s uint32, res int64) {
+	f := b.slots[s].Swap(nil)
+	b.c.End(1)
+	if res < 0 {
+		f.req.N, f.req.Err = 0, unix.Errno(-res)
+	} else {
+		f.req.N, f.req.Err = int(res), nil
+	}
+	b.free <- s
+	if f.b.pending.Add(-1) == 0 {
+		close(f.b.done)
+	}
+}
+
+type target struct {
+	b  *backend
+	fd int
+}
+
+func (t *target) Detach() error { return nil }
+
+func (t *target) Submit(reqs []core.IORequest) error {
+	if len(reqs) == 0 {
+		return nil
+	}
+	return t.b.submit(t.fd, reqs, false)
+}
+
+func (t *target) Sync() error {
+	r := []core.IORequest{{}}
+	if err := t.b.submit(t.fd, r, true); err != nil {
+		return err
+	}
+	if errors.Is(r[0].Err, unix.EINVAL) {
+		// The filesystem does not offer asynchronous fsync.
+		return unix.Fdatasync(t.fd)
+	}
+	return r[0].Err
+}
+
+func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return fmt.Errorf("libaio: %w", core.ErrClosed)
+	}
+	n := len(reqs)
+	bt := &batch{done: make(chan struct{})}
+	bt.pending.Store(int32(n))
+	cbs := make([]iocb, n)
+	ptrs := make([]*iocb, n)
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	for i := range reqs {
+		r := &reqs[i]
+		cb := &cbs[i]
+		cb.fd = uint32(fd)
+		cb.flags = flagResfd
+		cb.resfd = uint32(b.efdN)
+		switch {
+		case fdsync:
+			cb.opcode = cmdFdsync
+		case r.Op == core.OpWrite:
+			cb.opcode = cmdPwrite
+		default:
+			cb.opcode = cmdPread
+		}
+		if len(r.Buf) > 0 {
+			pin.Pin(&r.Buf[0])
+			cb.buf = uint64(uintptr(unsafe.Pointer(&r.Buf[0])))
+			cb.nbytes = uint64(len(r.Buf))
+		}
+		cb.offset = r.Off
+		ptrs[i] = cb
+	}
+	for i := 0; i < n; {
+		// Take at least one free slot, waiting if the queue is full, and as
+		// many more as are free without waiting.
+		k := 0
+		take := func(s uint32) {
+			cbs[i+k].data = uint64(s)
+			b.slots[s].Store(&inflight{req: &reqs[i+k], b: bt})
+			k++
+		}
+		take(<-b.free)
+	more:
+		for i+k < n {
+			select {
+			case s := <-b.free:
+				take(s)
+			default:
+				break more
+			}
+		}
+		for k > 0 {
+			b.c.Begin(k)
+			got, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, b.ctx, uintptr(k), uintptr(unsafe.Pointer(&ptrs[i])))
+			switch {
+			case errno == 0:
+				b.c.Submitted(int(got))
+				b.c.End(k - int(got))
+				i += int(got)
+				k -= int(got)
+			case errno == unix.EAGAIN || errno == unix.EINTR:
+				b.c.End(k)
+				time.Sleep(50 * time.Microsecond)
+			default:
+				// The first request was refused; it completes with the
+				// error and the rest go on.
+				b.c.End(k)
+				b.c.Begin(1)
+				b.complete(uint32(cbs[i].data), -int64(errno))
+				i++
+				k--
+			}
+		}
+	}
+	<-bt.done
+	runtime.KeepAlive(cbs)
+	return nil
+}
