@@ -41,19 +41,19 @@ const (
 
 	probeOpSupported = 1 << 0
 
-	featSingleMmap  = 1 << 0
-	featNoDrop      = 1 << 1
+	featSingleMmap   = 1 << 0
+	featNoDrop       = 1 << 1
 	featSubmitStable = 1 << 2
 )
 
 type sqringOffsets struct {
 	head, tail, ringMask, ringEntries, flags, dropped, array, resv1 uint32
-	userAddr                                                     uint64
+	userAddr                                                        uint64
 }
 
 type cqringOffsets struct {
 	head, tail, ringMask, ringEntries, overflow, cqes, flags, resv1 uint32
-	userAddr                                                       uint64
+	userAddr                                                        uint64
 }
 
 type params struct {

@@ -58,8 +58,8 @@ type job struct {
 	head int    // for bounce reads: offset of req.Buf[0] in buf
 	// bounce tells that buf is an aligned copy, not req.Buf.
 	bounce bool
-	done int
-	err  error
+	done   int
+	err    error
 }
 
 // Direct reports whether the file was opened O_DIRECT.
