@@ -92,7 +92,6 @@ func compact(out io.Writer, srcs []core.File, recs []Mapping, opts CommitOptions
 		}
 	}
 	index := coalesce(emitted)
-	valid := len(index)
 	const unit = HeaderSize / RecordSize
 	for len(index)%unit != 0 {
 		index = append(index, invalidMapping)
@@ -104,7 +103,6 @@ func compact(out io.Writer, srcs []core.File, recs []Mapping, opts CommitOptions
 			return fmt.Errorf("lsmt: commit: write index: %w", err)
 		}
 	}
-	_ = valid
 	t := h
 	t.Flags = FlagDataFile | FlagSealed
 	t.IndexOffset = cursor * SectorSize

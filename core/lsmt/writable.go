@@ -69,6 +69,7 @@ type Writable struct {
 	wmu      sync.Mutex // serialises writers and the file ends below
 	dataEnd  int64      // append-only: size of the data file
 	indexEnd int64      // next record position in the index file (0: sparse log not started)
+	staleEnd int64      // end of a torn index tail still to be cut (0: none)
 	tag      uint8      // the runtime tag written into records (number of lowers when stacked)
 
 	mu    sync.RWMutex // guards idx and vsize
@@ -246,12 +247,33 @@ func (w *Writable) loadAppend() error {
 	}
 	w.indexEnd = HeaderSize + valid*RecordSize
 	if w.indexEnd != isize {
-		if t, ok := w.index.(truncater); ok {
-			if err := t.Truncate(w.indexEnd); err != nil {
-				return fmt.Errorf("lsmt: cut torn index tail: %w", err)
-			}
-		}
+		w.staleEnd = isize // cut before the first append; a read-only open changes nothing
 	}
+	return nil
+}
+
+// cutStale removes what follows the last valid record of the index file
+// before the first append (w.wmu held): truncated away, or overwritten with
+// padding records when the file cannot be truncated.
+func (w *Writable) cutStale() error {
+	if w.staleEnd == 0 {
+		return nil
+	}
+	if t, ok := w.index.(truncater); ok {
+		if err := t.Truncate(w.indexEnd); err != nil {
+			return fmt.Errorf("lsmt: cut torn index tail: %w", err)
+		}
+	} else if n := (w.staleEnd - w.indexEnd) / RecordSize; n > 0 {
+		pad := make([]byte, n*RecordSize)
+		for i := int64(0); i < n; i++ {
+			PutMapping(pad[i*RecordSize:], invalidMapping)
+		}
+		if _, err := w.index.WriteAt(pad, w.indexEnd); err != nil {
+			return fmt.Errorf("lsmt: pad torn index tail: %w", err)
+		}
+		w.indexEnd += n * RecordSize
+	}
+	w.staleEnd = 0
 	return nil
 }
 
@@ -469,6 +491,9 @@ func (w *Writable) insert(m Mapping) {
 // appendRecord appends m with the layer's runtime tag to the index file
 // (w.wmu held).
 func (w *Writable) appendRecord(m Mapping) error {
+	if err := w.cutStale(); err != nil {
+		return err
+	}
 	var b [RecordSize]byte
 	m.Tag = w.tag
 	PutMapping(b[:], m)

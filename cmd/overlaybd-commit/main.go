@@ -1,0 +1,336 @@
+// Command overlaybd-commit turns a writable overlaybd layer into a
+// read-only one, with upstream's arguments and exit codes:
+//
+//	overlaybd-commit [-m MSG] [--uuid UUID] [-p|--parent-uuid UUID]
+//	                 [-z [--algorithm lz4|zstd] [--bs KB] [-t] [--compress_threads N]]
+//	                 [-f] [--seal] [--commit_sealed] [--verbose]
+//	                 data_file [index_file] [commit_file]
+//
+// The default mode commits the writable layer data_file+index_file into
+// commit_file; --seal seals the writable layer in place; --commit_sealed
+// compacts the sealed layer data_file into the second positional. -z
+// compresses the output as a ZFile (-t wraps it in overlaybd's tar
+// envelope). --turboOCI and --upload are not supported yet.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	_ "github.com/overlaybd-go/overlaybd/codecs/all"
+	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/envelope"
+	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/core/zfile"
+	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/spf13/pflag"
+)
+
+// Exit codes of upstream's argument parser (CLI11) and of failures.
+const (
+	exitOK         = 0
+	exitConversion = 104
+	exitValidation = 105
+	exitRequired   = 106
+	exitExtras     = 109
+	exitFailure    = 255
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+const usage = `Usage: overlaybd-commit [OPTIONS] data_file [index_file] [commit_file]
+
+Commit the writable layer data_file + index_file into the read-only layer
+commit_file (created; it must not exist unless -f). With --seal the writable
+layer is sealed in place instead; with --commit_sealed data_file is a sealed
+layer and the second positional is the output.
+
+Differences from upstream: the success line is printed only when the commit
+succeeded; a partial output is removed; --uuid and --parent-uuid must be
+valid UUIDs (upstream silently stores the null UUID for an invalid one, and
+overflows a buffer for one longer than 36 characters); the warning about
+--bs/--algorithm without -z appears only when one of them was given.
+
+Options:
+`
+
+type options struct {
+	msg, uuid, parent, algorithm  string
+	bs, threads                   int
+	z, tar, force, turbo, fastoci bool
+	seal, commitSealed, verbose   bool
+	upload                        string
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("overlaybd-commit", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
+	})
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	var o options
+	fs.StringVarP(&o.msg, "message", "m", "", "commit message, stored as the layer's user tag (at most 256 bytes)")
+	fs.StringVar(&o.uuid, "uuid", "", "UUID of the new layer (default: the null UUID)")
+	fs.StringVarP(&o.parent, "parent-uuid", "p", "", "parent UUID (default: the writable layer's parent)")
+	fs.BoolVarP(&o.z, "compress", "z", false, "compress the output as a ZFile")
+	fs.StringVar(&o.algorithm, "algorithm", "", "ZFile algorithm: lz4 or zstd (default lz4)")
+	fs.IntVar(&o.bs, "bs", -1, "ZFile block size in KiB: a power of two from 4 to 64 (default 4)")
+	fs.BoolVarP(&o.tar, "tar", "t", false, "wrap the ZFile output in overlaybd's tar envelope")
+	fs.IntVar(&o.threads, "compress_threads", 1, "compression workers (the output does not depend on it)")
+	fs.BoolVarP(&o.force, "force", "f", false, "remove an existing output first")
+	fs.BoolVar(&o.turbo, "turboOCI", false, "commit a TurboOCI layer (not supported yet)")
+	fs.BoolVar(&o.fastoci, "fastoci", false, "deprecated spelling of --turboOCI (not supported yet)")
+	fs.BoolVar(&o.seal, "seal", false, "seal the writable layer in place")
+	fs.BoolVar(&o.commitSealed, "commit_sealed", false, "data_file is a sealed layer; the output is the second positional")
+	fs.StringVar(&o.upload, "upload", "", "registry upload URL (not supported yet)")
+	fs.Int("upload_bs", 262144, "upload chunk size in KiB (with --upload)")
+	fs.String("cred_file_path", "", "registry credentials (with --upload)")
+	fs.String("tls_key_path", "", "TLS key (with --upload)")
+	fs.String("tls_cert_path", "", "TLS certificate (with --upload)")
+	fs.BoolVar(&o.verbose, "verbose", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return parseExit(err, stderr)
+	}
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+
+	pos := fs.Args()
+	if len(pos) == 0 {
+		fmt.Fprintln(stderr, "data_file is required\nRun with --help for more information.")
+		return exitRequired
+	}
+	if len(pos) > 3 {
+		fmt.Fprintf(stderr, "The following arguments were not expected: %s\nRun with --help for more information.\n", strings.Join(pos[3:], " "))
+		return exitExtras
+	}
+	if _, err := os.Stat(pos[0]); err != nil {
+		fmt.Fprintf(stderr, "data_file: File does not exist: %s\nRun with --help for more information.\n", pos[0])
+		return exitValidation
+	}
+	if o.tar && o.upload != "" {
+		fmt.Fprintln(stderr, "unsupport option with '-t' and '--upload' at the same time.")
+		return exitFailure
+	}
+	if o.upload != "" {
+		fmt.Fprintln(stderr, "overlaybd-commit: --upload is not supported yet")
+		return exitFailure
+	}
+	if o.turbo || o.fastoci {
+		fmt.Fprintln(stderr, "overlaybd-commit: --turboOCI is not supported yet")
+		return exitFailure
+	}
+	switch o.algorithm {
+	case "", "lz4", "zstd":
+	default:
+		fmt.Fprintln(stderr, "invalid '--algorithm' parameters.")
+		return exitFailure
+	}
+	if o.bs != -1 && (o.bs < 4 || o.bs > 64 || o.bs&(o.bs-1) != 0) {
+		fmt.Fprintln(stderr, "invalid '--bs' parameters.")
+		return exitFailure
+	}
+	if !o.z && (fs.Changed("bs") || fs.Changed("algorithm")) {
+		fmt.Fprintln(stderr, "WARNING option '--bs' and '--algorithm' will be ignored without '-z'")
+	}
+	copts := lsmt.CommitOptions{Message: []byte(o.msg)}
+	if len(copts.Message) > lsmt.TagSize {
+		fmt.Fprintf(stderr, "failed to perform commit(), commit message of %d bytes is longer than %d\n", len(copts.Message), lsmt.TagSize)
+		return exitFailure
+	}
+	if o.uuid != "" {
+		u, err := lsmt.ParseUUID(o.uuid)
+		if err != nil {
+			fmt.Fprintf(stderr, "--uuid: %v\n", err)
+			return exitValidation
+		}
+		copts.UUID = u
+	}
+	if o.parent != "" {
+		u, err := lsmt.ParseUUID(o.parent)
+		if err != nil {
+			fmt.Fprintf(stderr, "--parent-uuid: %v\n", err)
+			return exitValidation
+		}
+		copts.Parent = &u
+	}
+
+	if o.seal {
+		if len(pos) < 2 {
+			fmt.Fprintln(stderr, "index_file is required with --seal\nRun with --help for more information.")
+			return exitRequired
+		}
+		if err := seal(pos[0], pos[1]); err != nil {
+			fmt.Fprintf(stderr, "failed to perform seal, %v\n", err)
+			return exitFailure
+		}
+		return exitOK
+	}
+	var out string
+	var src interface {
+		Commit(io.Writer, lsmt.CommitOptions) error
+		Close() error
+	}
+	var err error
+	if o.commitSealed {
+		if len(pos) < 2 {
+			fmt.Fprintln(stderr, "commit_file (the second positional with --commit_sealed) is required\nRun with --help for more information.")
+			return exitRequired
+		}
+		if len(pos) > 2 {
+			fmt.Fprintf(stderr, "The following arguments were not expected: %s\nRun with --help for more information.\n", pos[2])
+			return exitExtras
+		}
+		out = pos[1]
+		src, err = openSealed(pos[0])
+	} else {
+		if len(pos) < 3 {
+			fmt.Fprintln(stderr, "commit_file is required\nRun with --help for more information.")
+			return exitRequired
+		}
+		out = pos[2]
+		src, err = openWritable(pos[0], pos[1])
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "failed to open the layer to commit: %v\n", err)
+		return exitFailure
+	}
+	defer src.Close()
+	eopts := envelope.CreateOptions{Force: o.force, Tar: o.tar && o.z}
+	if o.z {
+		bs := o.bs
+		if bs == -1 {
+			bs = 4
+		}
+		eopts.ZFile = &zfile.Options{Algorithm: o.algorithm, BlockSize: bs << 10, OverwriteHeader: true, Workers: max(o.threads, 1)}
+	}
+	if err := commit(src, out, eopts, copts); err != nil {
+		fmt.Fprintf(stderr, "failed to perform commit(), %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintln(stdout, "overlaybd-commit has committed files SUCCESSFULLY")
+	return exitOK
+}
+
+func commit(src interface {
+	Commit(io.Writer, lsmt.CommitOptions) error
+}, path string, eopts envelope.CreateOptions, copts lsmt.CommitOptions) error {
+	out, err := envelope.Create(path, eopts)
+	if err != nil {
+		return err
+	}
+	if err := src.Commit(out, copts); err != nil {
+		out.Abort()
+		return err
+	}
+	return out.Close()
+}
+
+func openFile(path string, flag int) (core.File, error) {
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	return psync.NewFile(f, nil), nil
+}
+
+// openWritable opens a writable layer read-only (a commit never changes
+// it). A sparse layer's index file may be absent.
+func openWritable(dataPath, indexPath string) (*lsmt.Writable, error) {
+	data, err := openFile(dataPath, os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	index, err := openFile(indexPath, os.O_RDONLY)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			data.Close()
+			return nil, err
+		}
+		index = nil
+	}
+	w, err := lsmt.OpenWritable(data, index)
+	if err != nil {
+		data.Close()
+		if index != nil {
+			index.Close()
+		}
+		return nil, err
+	}
+	return w, nil
+}
+
+func openSealed(path string) (*lsmt.ReadOnly, error) {
+	f, err := openFile(path, os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	inner, desc, err := envelope.Open(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if desc.Inner() != envelope.KindLSMT {
+		inner.Close()
+		return nil, fmt.Errorf("%s is %s, not an LSMT layer: %w", path, desc, core.ErrCorrupt)
+	}
+	r, err := lsmt.OpenReadOnly(inner)
+	if err != nil {
+		inner.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func seal(dataPath, indexPath string) error {
+	data, err := openFile(dataPath, os.O_RDWR)
+	if err != nil {
+		return err
+	}
+	index, err := openFile(indexPath, os.O_RDWR)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			data.Close()
+			return err
+		}
+		index = nil
+	}
+	w, err := lsmt.OpenWritable(data, index)
+	if err != nil {
+		data.Close()
+		if index != nil {
+			index.Close()
+		}
+		return err
+	}
+	r, err := w.Seal()
+	if err != nil {
+		w.Close()
+		return err
+	}
+	return r.Close()
+}
+
+// parseExit reports a command-line error with upstream's exit codes.
+func parseExit(err error, stderr io.Writer) int {
+	if errors.Is(err, pflag.ErrHelp) {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "%v\nRun with --help for more information.\n", err)
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "invalid argument"):
+		return exitConversion
+	case strings.Contains(msg, "needs an argument"):
+		return exitRequired
+	default:
+		return exitExtras
+	}
+}

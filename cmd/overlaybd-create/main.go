@@ -1,0 +1,215 @@
+// Command overlaybd-create makes a new writable overlaybd layer, with
+// upstream's arguments and exit codes:
+//
+//	overlaybd-create [-u PARENT_UUID] [--uuid UUID] [-s] [--raw] [--verbose] data_file index_file vsize
+//
+// vsize is in GiB. By default it creates an append-only layer (a data file
+// and an index file); -s creates a sparse layer (the data file holds the
+// disk in place; the index file is left empty and later holds the layer's
+// discard log). --raw creates a plain raw image. --turboOCI/--fastoci and
+// --mkfs are not supported yet.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/spf13/pflag"
+)
+
+// Exit codes of upstream's argument parser (CLI11) and of failures.
+const (
+	exitOK         = 0
+	exitConversion = 104
+	exitValidation = 105
+	exitRequired   = 106
+	exitExtras     = 109
+	exitFailure    = 255
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+const usage = `Usage: overlaybd-create [OPTIONS] data_file index_file vsize
+
+Create a new writable overlaybd layer: data_file and index_file are created
+(they must not exist) and vsize is the virtual size in GiB.
+
+Differences from upstream: --uuid (new) sets the layer's UUID instead of a
+random one; -p/--parent-uuid are spellings of -u; a failure removes the files
+this run created; -s keeps the layer's discards in index_file (upstream
+leaves it empty and forgets discards on reopen; upstream still reads the layer).
+
+Options:
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("overlaybd-create", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
+	})
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	var parent, parentP, uuid string
+	fs.StringVarP(&parent, "parent-uuid", "u", "", "parent UUID for the header (an unparsable value is ignored with a warning, as upstream)")
+	fs.StringVarP(&parentP, "parent", "p", "", "same as -u")
+	fs.StringVar(&uuid, "uuid", "", "UUID of the new layer (default: random)")
+	sparse := fs.BoolP("sparse", "s", false, "create a sparse writable layer")
+	turbo := fs.Bool("turboOCI", false, "create a TurboOCI writable layer (not supported yet)")
+	fastoci := fs.Bool("fastoci", false, "deprecated spelling of --turboOCI (not supported yet)")
+	raw := fs.Bool("raw", false, "create a plain raw image instead of an LSMT layer")
+	mkfs := fs.Bool("mkfs", false, "create an ext4 file system on the new device (not supported yet)")
+	verbose := fs.Bool("verbose", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return parseExit(err, stderr)
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+
+	pos := fs.Args()
+	names := []string{"data_file", "index_file", "vsize"}
+	if len(pos) < len(names) {
+		fmt.Fprintf(stderr, "%s is required\nRun with --help for more information.\n", names[len(pos)])
+		return exitRequired
+	}
+	if len(pos) > len(names) {
+		fmt.Fprintf(stderr, "The following arguments were not expected: %s\nRun with --help for more information.\n", strings.Join(pos[len(names):], " "))
+		return exitExtras
+	}
+	vsizeGiB, err := strconv.ParseInt(pos[2], 10, 64)
+	if err != nil || vsizeGiB < 0 || vsizeGiB > 1<<30 {
+		fmt.Fprintf(stderr, "vsize: %q is not a size in GiB\n", pos[2])
+		return exitConversion
+	}
+	if *turbo || *fastoci {
+		fmt.Fprintln(stderr, "overlaybd-create: --turboOCI is not supported yet")
+		return exitFailure
+	}
+	if *mkfs {
+		fmt.Fprintln(stderr, "overlaybd-create: --mkfs is not supported yet")
+		return exitFailure
+	}
+	if parentP != "" {
+		if parent != "" && parent != parentP {
+			fmt.Fprintln(stderr, "overlaybd-create: -u and -p give different parents")
+			return exitValidation
+		}
+		parent = parentP
+	}
+	opts := lsmt.CreateOptions{VirtualSize: vsizeGiB << 30, Sparse: *sparse}
+	if parent != "" {
+		if u, err := lsmt.ParseUUID(parent); err != nil {
+			slog.Warn("parent uuid ignored", "err", err)
+		} else {
+			opts.ParentUUID = u
+		}
+	}
+	if uuid != "" {
+		u, err := lsmt.ParseUUID(uuid)
+		if err != nil || u.IsNull() {
+			fmt.Fprintf(stderr, "overlaybd-create: --uuid: invalid UUID %q\n", uuid)
+			return exitValidation
+		}
+		opts.UUID = u
+	}
+	if err := create(pos[0], pos[1], opts, *raw, stderr); err != nil {
+		return exitFailure
+	}
+	fmt.Fprintln(stdout, "overlaybd-create has created files SUCCESSFULLY")
+	return exitOK
+}
+
+// create makes the files; on failure it removes what it created.
+func create(dataPath, indexPath string, opts lsmt.CreateOptions, raw bool, stderr io.Writer) (err error) {
+	var created []string
+	defer func() {
+		if err != nil {
+			for _, p := range created {
+				os.Remove(p)
+			}
+		}
+	}()
+	open := func(path string) (*os.File, error) {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			fmt.Fprintf(stderr, "failed to open file '%s', %s\n", path, errnoText(err))
+			return nil, err
+		}
+		created = append(created, path)
+		return f, nil
+	}
+	df, err := open(dataPath)
+	if err != nil {
+		return err
+	}
+	xf, err := open(indexPath)
+	if err != nil {
+		df.Close()
+		return err
+	}
+	if raw {
+		err = df.Truncate(opts.VirtualSize)
+		if err == nil {
+			err = df.Sync()
+		}
+		if e := df.Close(); err == nil {
+			err = e
+		}
+		xf.Close()
+		if err != nil {
+			fmt.Fprintf(stderr, "failed to create raw image: %v\n", err)
+		}
+		return err
+	}
+	w, err := lsmt.Create(psync.NewFile(df, nil), psync.NewFile(xf, nil), opts)
+	if err != nil {
+		df.Close()
+		xf.Close()
+		fmt.Fprintf(stderr, "failed to create lsmt file object, possibly I/O error! (%v)\n", err)
+		return err
+	}
+	err = w.Sync()
+	if e := w.Close(); err == nil {
+		err = e
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "failed to create lsmt file object, possibly I/O error! (%v)\n", err)
+	}
+	return err
+}
+
+// errnoText renders an error as upstream's "<errno>: <strerror>".
+func errnoText(err error) string {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return fmt.Sprintf("%d: %s", int(en), en.Error())
+	}
+	return err.Error()
+}
+
+// parseExit reports a command-line error with upstream's exit codes.
+func parseExit(err error, stderr io.Writer) int {
+	if errors.Is(err, pflag.ErrHelp) {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "%v\nRun with --help for more information.\n", err)
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "invalid argument"):
+		return exitConversion
+	case strings.Contains(msg, "needs an argument"):
+		return exitRequired
+	default:
+		return exitExtras
+	}
+}
