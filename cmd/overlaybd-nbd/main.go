@@ -1,0 +1,346 @@
+// Command overlaybd-nbd serves overlaybd images as block devices over the
+// Network Block Device protocol, without any kernel module: qemu, libnbd's
+// tools (nbdinfo, nbdcopy, nbdfuse), nbd-client and fio attach to it.
+//
+//	overlaybd-nbd [--service_config_path F] (--unix PATH | --tcp HOST[:PORT])
+//	              [--read-only] [--verbose] EXPORT...
+//
+// An EXPORT is CONFIG.json or NAME=CONFIG.json, where CONFIG.json is an
+// image configuration (config.v1.json). A single export without a NAME= is
+// the default export (name ""); otherwise each export is named by its NAME=
+// or, failing that, by its file name without ".json". Two exports with one
+// name, or two writable exports sharing an upper layer, are an error at
+// start. An image with an upper layer is served writable unless --read-only
+// is given; one without is read-only.
+//
+// --tcp takes HOST, HOST:PORT, [IPv6] or [IPv6]:PORT; the port defaults to
+// 10809. On SIGINT or SIGTERM the server stops accepting connections,
+// finishes the requests in flight, flushes and closes the upper layers and
+// exits 0. Exit status 2 is a usage error, 1 a failure to start or serve.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	_ "github.com/overlaybd-go/overlaybd/codecs/all"
+	"github.com/overlaybd-go/overlaybd/core/config"
+	"github.com/overlaybd-go/overlaybd/core/image"
+	_ "github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/frontends/nbd"
+)
+
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	// shutdownGrace bounds how long requests in flight may take after a
+	// signal before their connections are closed.
+	shutdownGrace = 30 * time.Second
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stderr, nil)
+	stop()
+	os.Exit(code)
+}
+
+// normalize lets every flag be spelled with '_' or '-'.
+func normalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
+}
+
+const usage = `usage: overlaybd-nbd [--service_config_path F] (--unix PATH | --tcp HOST[:PORT]) [--read-only] EXPORT...
+
+Serves overlaybd images over NBD. EXPORT is CONFIG.json or NAME=CONFIG.json
+(an image configuration, config.v1.json). One export without NAME= is the
+default export ""; otherwise exports are named by NAME= or by their file name
+without ".json". Attach with, e.g.:
+  nbdinfo nbd+unix:///NAME?socket=PATH      qemu-img info nbd:unix:PATH:exportname=NAME
+  nbdfuse DIR nbd://HOST:PORT/NAME          nbd-client HOST PORT /dev/nbd0 -N NAME
+
+Flags:
+`
+
+// exportArg is one EXPORT argument.
+type exportArg struct {
+	name   string
+	config string
+}
+
+// parseExports names the EXPORT arguments by the rules in the package
+// documentation.
+func parseExports(args []string) ([]exportArg, error) {
+	if len(args) == 0 {
+		return nil, errors.New("no EXPORT given")
+	}
+	var out []exportArg
+	seen := map[string]string{}
+	for _, a := range args {
+		var e exportArg
+		if name, path, ok := strings.Cut(a, "="); ok && !strings.Contains(name, "/") {
+			e = exportArg{name: name, config: path}
+		} else {
+			e = exportArg{config: a}
+			if len(args) > 1 {
+				e.name = strings.TrimSuffix(filepath.Base(a), ".json")
+			}
+		}
+		if e.config == "" {
+			return nil, fmt.Errorf("export %q names no configuration file", a)
+		}
+		if len(e.name) > 4096 {
+			return nil, fmt.Errorf("export name of %d bytes (at most 4096)", len(e.name))
+		}
+		if prev, dup := seen[e.name]; dup {
+			return nil, fmt.Errorf("export name %q is given twice (%s and %s)", e.name, prev, e.config)
+		}
+		seen[e.name] = e.config
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// tcpAddress turns HOST, HOST:PORT, [IPv6] or [IPv6]:PORT into a listen
+// address, with port 10809 when none is given.
+func tcpAddress(s string) (string, error) {
+	host, port := s, ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return "", fmt.Errorf("--tcp %q: missing ']'", s)
+		}
+		host = s[1:end]
+		rest := s[end+1:]
+		if rest != "" {
+			if !strings.HasPrefix(rest, ":") {
+				return "", fmt.Errorf("--tcp %q: unexpected %q after ']'", s, rest)
+			}
+			port = rest[1:]
+		}
+		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
+			return "", fmt.Errorf("--tcp %q: %q is not an IPv6 address", s, host)
+		}
+	} else {
+		switch strings.Count(s, ":") {
+		case 0:
+		case 1:
+			host, port, _ = strings.Cut(s, ":")
+		default:
+			return "", fmt.Errorf("--tcp %q: IPv6 addresses go in brackets, e.g. [::1]:10809", s)
+		}
+	}
+	if port == "" {
+		port = strconv.Itoa(nbd.DefaultPort)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return "", fmt.Errorf("--tcp %q: bad port %q", s, port)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// listenUnix listens on a unix socket, replacing a stale socket file that
+// nobody listens on.
+func listenUnix(path string) (net.Listener, error) {
+	l, err := net.Listen("unix", path)
+	if err == nil {
+		return l, nil
+	}
+	st, serr := os.Lstat(path)
+	if serr != nil || st.Mode()&os.ModeSocket == 0 {
+		return nil, err
+	}
+	if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s is in use by another server", path)
+	}
+	if rerr := os.Remove(path); rerr != nil {
+		return nil, fmt.Errorf("remove stale socket: %w", rerr)
+	}
+	return net.Listen("unix", path)
+}
+
+// sameFile reports whether two paths name one file (or, when neither
+// exists yet, one cleaned absolute path).
+func sameFile(a, b string) bool {
+	sa, ea := os.Stat(a)
+	sb, eb := os.Stat(b)
+	if ea == nil && eb == nil {
+		return os.SameFile(sa, sb)
+	}
+	aa, _ := filepath.Abs(a)
+	ab, _ := filepath.Abs(b)
+	return aa == ab
+}
+
+// run is the whole command; ready, when not nil, receives the listen
+// address once the server accepts connections (for tests).
+func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.Addr) int {
+	fs := pflag.NewFlagSet("overlaybd-nbd", pflag.ContinueOnError)
+	fs.SetNormalizeFunc(normalize)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath+" if it exists, else built-in defaults")
+	unixPath := fs.String("unix", "", "listen on this unix socket")
+	tcp := fs.String("tcp", "", "listen on HOST[:PORT] (port 10809 by default; IPv6 as [ADDR] or [ADDR]:PORT)")
+	readOnly := fs.Bool("read-only", false, "serve every export read-only, ignoring upper layers")
+	verbose := fs.BoolP("verbose", "v", false, "debug logging")
+	maxInFlight := fs.Int("max-in-flight", nbd.DefaultMaxInFlight, "requests served at once per connection")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "overlaybd-nbd: %v\n", err)
+		return exitUsage
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "overlaybd-nbd: "+format+"\n", a...)
+		fmt.Fprintln(stderr, "run overlaybd-nbd --help for usage")
+		return exitUsage
+	}
+	if (*unixPath == "") == (*tcp == "") {
+		return usageErr("exactly one of --unix and --tcp is required")
+	}
+	exports, err := parseExports(fs.Args())
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	fail := func(format string, a ...any) int {
+		log.Error(fmt.Sprintf(format, a...))
+		return exitFailure
+	}
+
+	global, err := config.LoadGlobal(*svcPath)
+	if err != nil {
+		return fail("load service config: %v", err)
+	}
+	if err := global.Validate(); err != nil {
+		return fail("service config: %v", err)
+	}
+
+	// Load every configuration before opening anything, to refuse shared
+	// uppers before touching them.
+	cfgs := make([]*config.Image, len(exports))
+	for i, e := range exports {
+		cfgs[i], err = config.LoadImage(e.config, global)
+		if err != nil {
+			return fail("export %q: %v", e.name, err)
+		}
+	}
+	if !*readOnly {
+		for i := range cfgs {
+			for j := range i {
+				if !cfgs[i].Writable() || !cfgs[j].Writable() {
+					continue
+				}
+				ui, uj := cfgs[i].Upper, cfgs[j].Upper
+				if sameFile(ui.Data, uj.Data) || sameFile(ui.Index, uj.Index) || sameFile(ui.Data, uj.Index) || sameFile(ui.Index, uj.Data) {
+					return fail("exports %q and %q share an upper layer (%s): serve one of them, or use --read-only", exports[j].name, exports[i].name, ui.Data)
+				}
+			}
+		}
+	}
+
+	var images []*image.Image
+	closeImages := func() int {
+		code := exitOK
+		for i, img := range images {
+			if err := img.Close(); err != nil {
+				log.Error("close image", "export", exports[i].name, "err", err)
+				code = exitFailure
+			}
+		}
+		return code
+	}
+	var nexports []nbd.Export
+	for i, e := range exports {
+		img, err := image.Open(ctx, cfgs[i], image.Options{Global: global, ReadOnly: *readOnly, Logger: log})
+		if err != nil {
+			closeImages()
+			return fail("export %q (%s): %v", e.name, e.config, err)
+		}
+		images = append(images, img)
+		nexports = append(nexports, nbd.Export{
+			Name:         e.name,
+			Description:  e.config,
+			File:         img,
+			ReadOnly:     !img.Writable(),
+			MinBlockSize: 512,
+		})
+		log.Info("export", "name", e.name, "config", e.config, "size", img.Size(), "writable", img.Writable(), "lowers", len(img.Layers))
+	}
+
+	srv, err := nbd.NewServer(nexports, nbd.Options{Logger: log, MaxInFlight: *maxInFlight})
+	if err != nil {
+		closeImages()
+		return fail("%v", err)
+	}
+	var l net.Listener
+	if *unixPath != "" {
+		l, err = listenUnix(*unixPath)
+	} else {
+		var addr string
+		if addr, err = tcpAddress(*tcp); err != nil {
+			closeImages()
+			return usageErr("%v", err)
+		}
+		l, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		closeImages()
+		return fail("listen: %v", err)
+	}
+	if *unixPath != "" {
+		defer os.Remove(*unixPath)
+	}
+	log.Info("serving", "address", l.Addr().String(), "exports", len(nexports))
+	if ready != nil {
+		ready <- l.Addr()
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(l) }()
+	code := exitOK
+	select {
+	case <-ctx.Done():
+		log.Info("signal received: finishing requests in flight")
+	case err := <-serveErr:
+		log.Error("serve", "err", err)
+		code = exitFailure
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("shutdown", "err", err)
+		code = exitFailure
+	}
+	if c := closeImages(); c != exitOK {
+		code = c
+	}
+	if code == exitOK {
+		log.Info("stopped")
+	}
+	return code
+}
