@@ -26,8 +26,8 @@ import (
 
 // Config describes the engine under test.
 type Config struct {
-	// New returns a fresh engine; the suite closes it.
-	New func(t testing.TB) core.Engine
+	// New returns a fresh engine made with cfg; the suite closes it.
+	New func(t testing.TB, cfg core.EngineConfig) core.Engine
 	// MinDepth, when positive, is the number of requests that a batch of
 	// 32 O_DIRECT reads must have had in the kernel at once, according to
 	// the engine's MaxInFlight counter.
@@ -97,7 +97,7 @@ func newEnv(t *testing.T, cfg Config, direct bool) *env {
 	if seed == 0 {
 		seed = 0x0b0d
 	}
-	e := &env{cfg: cfg, eng: cfg.New(t), dir: dir, direct: direct, rng: rand.New(rand.NewPCG(seed, uint64(len(t.Name()))))}
+	e := &env{cfg: cfg, eng: cfg.New(t, core.EngineConfig{}), dir: dir, direct: direct, rng: rand.New(rand.NewPCG(seed, uint64(len(t.Name()))))}
 	t.Cleanup(func() {
 		if !e.closed {
 			e.eng.Close()

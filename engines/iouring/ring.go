@@ -175,13 +175,15 @@ func sysRegister(fd int, op uint32, arg unsafe.Pointer, nr uint32) error {
 	return nil
 }
 
-func newRing(o Options, c *fileengine.Counters) (r *ring, err error) {
-	r = &ring{c: c, fd: -1, efdN: -1, reaped: make(chan struct{})}
+func newRing(o Options, c *fileengine.Counters) (*ring, error) {
+	r := &ring{c: c, fd: -1, efdN: -1, reaped: make(chan struct{})}
+	ok := false
 	defer func() {
-		if err != nil {
+		if !ok {
 			r.release()
 		}
 	}()
+	var err error
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(o.Entries), uintptr(unsafe.Pointer(&r.p)), 0)
 	if errno != 0 {
 		return nil, fmt.Errorf("io_uring: io_uring_setup(%d): %w", o.Entries, errno)
@@ -263,6 +265,7 @@ func newRing(o Options, c *fileengine.Counters) (r *ring, err error) {
 		r.free <- uint32(i)
 	}
 	r.efd = os.NewFile(uintptr(efd), "io_uring-eventfd")
+	ok = true
 	go r.reap()
 	return r, nil
 }
