@@ -1,0 +1,106 @@
+package main
+
+import (
+	"testing"
+
+	gozstd "github.com/overlaybd-go/overlaybd/codecs/zstd"
+	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
+	"github.com/overlaybd-go/overlaybd/plugins/examples/zstd-cgo/libzstd"
+)
+
+// benchBlocks cuts the plain ZFile test input into blocks of bs bytes and
+// compresses them as upstream does.
+func benchBlocks(b *testing.B, bs int) (comp, orig [][]byte) {
+	plain := zfiletest.Plain()
+	c := libzstd.Codec{}
+	for off := 0; off+bs <= len(plain); off += bs {
+		blk := plain[off : off+bs]
+		buf := make([]byte, c.CompressBound(bs))
+		n, err := c.Compress(buf, blk)
+		if err != nil {
+			b.Fatal(err)
+		}
+		comp, orig = append(comp, buf[:n]), append(orig, blk)
+	}
+	return comp, orig
+}
+
+// BenchmarkDecode measures zstd decode throughput (decompressed bytes) of
+// the plugin's data plane against the same libzstd codec in process, the
+// pure-Go codec in process, and one go-plugin gRPC call per block: 4 KiB
+// blocks in batches of 64, and 64 KiB blocks one at a time.
+//
+//	go test -run '^$' -bench Decode -benchtime 2s ./plugins/examples/zstd-cgo/
+func BenchmarkDecode(b *testing.B) {
+	p := startPlugin(b)
+	shm, err := p.Codec("zstd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	call, err := p.CallCodec("zstd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	goz, err := gozstd.Go()
+	if err != nil {
+		b.Fatal(err)
+	}
+	peers := []struct {
+		name  string
+		codec core.Codec
+		batch bool // one DecompressBatch call per op
+	}{
+		{"inprocess-libzstd", libzstd.Codec{}, false},
+		{"inprocess-go", goz, false},
+		{"plugin-shm", shm, true},
+		{"plugin-shm-per-block", shm, false},
+		{"plugin-grpc-per-block", call, false},
+	}
+	for _, shape := range []struct {
+		name       string
+		bs, blocks int
+	}{{"4KiB-batch64", 4096, 64}, {"64KiB", 65536, 1}} {
+		comp, orig := benchBlocks(b, shape.bs)
+		for _, peer := range peers {
+			if peer.batch && shape.blocks == 1 {
+				continue // a batch of one is a single call
+			}
+			b.Run(shape.name+"/"+peer.name, func(b *testing.B) {
+				blocks := make([]core.CodecBlock, shape.blocks)
+				for i := range blocks {
+					blocks[i].Dst = make([]byte, shape.bs)
+				}
+				b.SetBytes(int64(shape.bs * shape.blocks))
+				b.ResetTimer()
+				next := 0
+				for range b.N {
+					for i := range blocks {
+						blocks[i].Src = comp[next]
+						next = (next + 1) % len(comp)
+					}
+					if peer.batch {
+						if err := peer.codec.(core.BatchCodec).DecompressBatch(blocks); err != nil {
+							b.Fatal(err)
+						}
+					} else {
+						for i := range blocks {
+							blocks[i].N, blocks[i].Err = peer.codec.Decompress(blocks[i].Dst, blocks[i].Src)
+						}
+					}
+					for i := range blocks {
+						if blocks[i].Err != nil || blocks[i].N != shape.bs {
+							b.Fatalf("block: %d, %v", blocks[i].N, blocks[i].Err)
+						}
+					}
+				}
+				b.StopTimer()
+				// Spot-check the content once.
+				k := (next - 1 + len(comp)) % len(comp)
+				if string(blocks[len(blocks)-1].Dst) != string(orig[k]) {
+					b.Fatal("wrong content")
+				}
+			})
+		}
+	}
+}
