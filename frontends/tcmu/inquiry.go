@@ -153,8 +153,8 @@ type modePage struct {
 }
 
 var modePages = []modePage{
-	{0x01, append([]byte{0x01, 0x0a}, make([]byte, 10)...)},                     // read-write error recovery
-	{0x08, append([]byte{0x08, 0x12}, make([]byte, 18)...)},                     // caching, WCE off
+	{0x01, append([]byte{0x01, 0x0a}, make([]byte, 10)...)},                                // read-write error recovery
+	{0x08, append([]byte{0x08, 0x12}, make([]byte, 18)...)},                                // caching, WCE off
 	{0x0a, []byte{0x0a, 0x0a, 0x02, 0x00, 0x00, 0x40, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00}}, // control
 }
 

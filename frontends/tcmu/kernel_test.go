@@ -130,7 +130,7 @@ func backing(t testing.TB, size int64, seed uint64) (core.File, []byte) {
 
 type lun struct {
 	hba, name, wwn string
-	disk          string // sdX
+	disk           string // sdX
 }
 
 // attach replays the snapshotter's configfs sequence and returns the disk.

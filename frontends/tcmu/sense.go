@@ -20,18 +20,18 @@ const (
 type outcome int
 
 const (
-	ok                 outcome = iota // GOOD
-	noResource                        // TASK SET FULL
-	busy                              // BUSY
-	readError                         // MEDIUM ERROR, UNRECOVERED READ ERROR
-	writeError                        // MEDIUM ERROR, WRITE ERROR
-	writeProtected                    // ILLEGAL REQUEST, INCOMPATIBLE MEDIUM (upstream's EROFS answer)
-	invalidOpcode                     // ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE
-	invalidCDB                        // ILLEGAL REQUEST, INVALID FIELD IN CDB
-	invalidParamList                  // ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST
-	invalidParamListLen               // ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR
-	hardwareError                     // HARDWARE ERROR, INTERNAL TARGET FAILURE
-	lbaOutOfRange                     // ILLEGAL REQUEST, LBA OUT OF RANGE
+	ok                  outcome = iota // GOOD
+	noResource                         // TASK SET FULL
+	busy                               // BUSY
+	readError                          // MEDIUM ERROR, UNRECOVERED READ ERROR
+	writeError                         // MEDIUM ERROR, WRITE ERROR
+	writeProtected                     // ILLEGAL REQUEST, INCOMPATIBLE MEDIUM (upstream's EROFS answer)
+	invalidOpcode                      // ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE
+	invalidCDB                         // ILLEGAL REQUEST, INVALID FIELD IN CDB
+	invalidParamList                   // ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST
+	invalidParamListLen                // ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR
+	hardwareError                      // HARDWARE ERROR, INTERNAL TARGET FAILURE
+	lbaOutOfRange                      // ILLEGAL REQUEST, LBA OUT OF RANGE
 )
 
 var outcomeNames = [...]string{"GOOD", "NO_RESOURCE", "BUSY", "RD_ERR", "WR_ERR", "WR_ERR_INCOMPAT_FRMT",
