@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,7 +47,8 @@ type Options struct {
 	// (nil: anonymous).
 	Credentials Credentials
 	// ClientCertFile and ClientKeyFile are a PEM client certificate and key
-	// presented to registries (certConfig). Both or neither.
+	// presented to registries (certConfig). An empty key file means the key
+	// is in the certificate file.
 	ClientCertFile, ClientKeyFile string
 	// RootCAs are the CAs trusted for registry certificates (nil: the
 	// system roots).
@@ -57,6 +57,10 @@ type Options struct {
 	// certificates are not verified. "*" disables verification for every
 	// host, as upstream does. Verification is on for any host not listed.
 	InsecureHosts []string
+	// SkipVerify, when set, decides per "host:port" (or "host") whether a
+	// registry's certificate goes unverified, in addition to InsecureHosts
+	// (config.RegistryTLS.SkipVerify fits here).
+	SkipVerify func(hostport string) bool
 	// Timeout is the time budget of one operation (default 30 s).
 	Timeout time.Duration
 	// AttemptTimeout bounds one HTTP exchange (default 10 s).
@@ -176,11 +180,15 @@ func NewClient(o Options) (*Client, error) {
 // the insecure hosts.
 func newTransport(o Options) (http.RoundTripper, error) {
 	base := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs}
-	if (o.ClientCertFile == "") != (o.ClientKeyFile == "") {
-		return nil, errors.New("certConfig: certFile and keyFile must be given together")
+	if o.ClientCertFile == "" && o.ClientKeyFile != "" {
+		return nil, errors.New("certConfig: keyFile without certFile")
 	}
 	if o.ClientCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.ClientCertFile, o.ClientKeyFile)
+		key := o.ClientKeyFile
+		if key == "" {
+			key = o.ClientCertFile
+		}
+		cert, err := tls.LoadX509KeyPair(o.ClientCertFile, key)
 		if err != nil {
 			return nil, fmt.Errorf("certConfig: load client certificate: %w", err)
 		}
@@ -199,12 +207,12 @@ func newTransport(o Options) (http.RoundTripper, error) {
 		}
 	}
 	secure := mk(base)
-	if len(o.InsecureHosts) == 0 {
+	if len(o.InsecureHosts) == 0 && o.SkipVerify == nil {
 		return secure, nil
 	}
 	ins := base.Clone()
 	ins.InsecureSkipVerify = true
-	return &hostSwitch{secure: secure, insecure: mk(ins), hosts: o.InsecureHosts}, nil
+	return &hostSwitch{secure: secure, insecure: mk(ins), hosts: o.InsecureHosts, skip: o.SkipVerify}, nil
 }
 
 // hostSwitch sends requests for the insecure hosts through a transport that
@@ -213,10 +221,11 @@ func newTransport(o Options) (http.RoundTripper, error) {
 type hostSwitch struct {
 	secure, insecure *http.Transport
 	hosts            []string
+	skip             func(string) bool
 }
 
 func (h *hostSwitch) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Scheme == "https" && hostListed(h.hosts, r.URL) {
+	if r.URL.Scheme == "https" && (hostListed(h.hosts, r.URL) || h.skip != nil && h.skip(r.URL.Host)) {
 		return h.insecure.RoundTrip(r)
 	}
 	return h.secure.RoundTrip(r)
@@ -306,5 +315,3 @@ func hostOf(raw string) string {
 	}
 	return u.Host
 }
-
-var _ = os.Getpid
