@@ -93,7 +93,7 @@ type Cache struct {
 	wg   sync.WaitGroup
 
 	hits, misses, evictions, invalidations, fetched, served atomic.Uint64
-	fullWarned                                               atomic.Bool
+	fullWarned                                              atomic.Bool
 }
 
 // New opens (creating) a cache directory and registers the cache files
