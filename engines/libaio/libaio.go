@@ -151,6 +151,14 @@ type backend struct {
 	free  chan uint32 // free slot numbers: the queue-depth semaphore
 	slots []atomic.Pointer[inflight]
 
+	// Control blocks queued for io_submit by any goroutine; whoever takes
+	// the submitter role submits all of them (see flush).
+	queueMu    sync.Mutex
+	queue      []*iocb
+	spare      []*iocb
+	queued     atomic.Int64
+	submitting atomic.Bool
+
 	mu     sync.RWMutex // shared by submissions, exclusive in Close
 	closed bool
 	reaped chan struct{}
@@ -272,6 +280,53 @@ func (t *target) Sync() error {
 	return r[0].Err
 }
 
+// flush submits the queued control blocks. Whoever finds the submitter
+// role free takes it and submits everything queued so far, also other
+// goroutines' requests; the others return at once. So concurrent
+// submitters share io_submit calls, and one goroutine at a time is in the
+// kernel's submission path.
+func (b *backend) flush() {
+	for b.queued.Load() > 0 {
+		if !b.submitting.CompareAndSwap(false, true) {
+			return
+		}
+		for {
+			b.queueMu.Lock()
+			if len(b.queue) == 0 {
+				b.queueMu.Unlock()
+				break
+			}
+			cbs := b.queue
+			b.queue, b.spare = b.spare[:0], nil
+			b.queued.Add(-int64(len(cbs)))
+			b.queueMu.Unlock()
+			b.submitAll(cbs)
+			clear(cbs)
+			b.spare = cbs
+		}
+		b.submitting.Store(false)
+	}
+}
+
+// submitAll hands cbs to the kernel, retrying what io_submit did not take.
+func (b *backend) submitAll(cbs []*iocb) {
+	for len(cbs) > 0 {
+		got, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, b.ctx, uintptr(len(cbs)), uintptr(unsafe.Pointer(&cbs[0])))
+		switch {
+		case errno == 0:
+			b.c.Submitted(int(got))
+			cbs = cbs[got:]
+		case errno == unix.EAGAIN || errno == unix.EINTR:
+			time.Sleep(50 * time.Microsecond)
+		default:
+			// The first request was refused; it completes with the error
+			// and the rest go on.
+			b.complete(uint32(cbs[0].data), -int64(errno))
+			cbs = cbs[1:]
+		}
+	}
+}
+
 func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -326,28 +381,13 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 				break more
 			}
 		}
-		for k > 0 {
-			b.c.Begin(k)
-			got, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, b.ctx, uintptr(k), uintptr(unsafe.Pointer(&ptrs[i])))
-			switch {
-			case errno == 0:
-				b.c.Submitted(int(got))
-				b.c.End(k - int(got))
-				i += int(got)
-				k -= int(got)
-			case errno == unix.EAGAIN || errno == unix.EINTR:
-				b.c.End(k)
-				time.Sleep(50 * time.Microsecond)
-			default:
-				// The first request was refused; it completes with the
-				// error and the rest go on.
-				b.c.End(k)
-				b.c.Begin(1)
-				b.complete(uint32(cbs[i].data), -int64(errno))
-				i++
-				k--
-			}
-		}
+		b.c.Begin(k)
+		b.queueMu.Lock()
+		b.queue = append(b.queue, ptrs[i:i+k]...)
+		b.queued.Add(int64(k))
+		b.queueMu.Unlock()
+		b.flush()
+		i += k
 	}
 	<-bt.done
 	runtime.KeepAlive(cbs)

@@ -1,0 +1,162 @@
+// Command enginebench drives one IO engine with the workloads that
+// bench/engines/run.sh also gives fio (random or sequential reads of one
+// block size from a number of goroutines, or in batches, for a fixed time)
+// and prints one JSON line with the IOPS and the engine's counters.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/overlaybd-go/overlaybd/core"
+	_ "github.com/overlaybd-go/overlaybd/engines/all"
+)
+
+type result struct {
+	Engine      string  `json:"engine"`
+	Workload    string  `json:"workload"`
+	BlockSize   int     `json:"bs"`
+	Depth       int     `json:"depth"`
+	Mode        string  `json:"mode"`
+	Direct      bool    `json:"direct"`
+	Seconds     float64 `json:"seconds"`
+	IOPS        float64 `json:"iops"`
+	MiBps       float64 `json:"mibps"`
+	MaxInFlight uint64  `json:"max_in_flight"`
+	Submits     uint64  `json:"submits"`
+	Requests    uint64  `json:"submitted_requests"`
+	Fallbacks   uint64  `json:"fallbacks"`
+}
+
+func alignedBuffer(n int) []byte {
+	raw := make([]byte, n+4096)
+	skip := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
+	return raw[skip : skip+n]
+}
+
+func main() {
+	engine := flag.String("engine", "psync", "engine name or ioEngine number")
+	path := flag.String("file", "", "file to read (must exist)")
+	bs := flag.Int("bs", 4096, "block size")
+	depth := flag.Int("depth", 1, "goroutines (mode goroutines) or requests per batch (mode batch)")
+	mode := flag.String("mode", "goroutines", "goroutines: depth goroutines each reading; batch: one goroutine submitting batches of depth")
+	workload := flag.String("rw", "randread", "randread or read (sequential)")
+	direct := flag.Bool("direct", true, "open O_DIRECT")
+	runtime := flag.Duration("runtime", 5*time.Second, "how long to run")
+	queue := flag.Int("queue", 0, "engine queue depth (0: default)")
+	flag.Parse()
+	if err := run(*engine, *path, *bs, *depth, *mode, *workload, *direct, *runtime, *queue); err != nil {
+		fmt.Fprintln(os.Stderr, "enginebench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(engine, path string, bs, depth int, mode, workload string, direct bool, runtime time.Duration, queue int) error {
+	name, factory, err := core.Engines.Resolve(engine)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	eng, err := factory(core.EngineConfig{QueueDepth: queue, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	f, err := eng.Open(path, core.OpenOptions{Flag: os.O_RDONLY, Direct: direct, Buffered: !direct})
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	blocks := f.Size() / int64(bs)
+	if blocks < 1 {
+		return fmt.Errorf("%s is smaller than one block", path)
+	}
+	var ops atomic.Int64
+	var failed atomic.Value
+	deadline := time.Now().Add(runtime)
+	start := time.Now()
+	var wg sync.WaitGroup
+	switch mode {
+	case "goroutines":
+		for g := range depth {
+			wg.Go(func() {
+				buf := alignedBuffer(bs)
+				rng := rand.New(rand.NewPCG(uint64(g), 1))
+				next := int64(g) * blocks / int64(depth)
+				for i := 0; ; i++ {
+					if i%16 == 0 && time.Now().After(deadline) {
+						return
+					}
+					var off int64
+					if workload == "read" {
+						off = (next % blocks) * int64(bs)
+						next++
+					} else {
+						off = rng.Int64N(blocks) * int64(bs)
+					}
+					if n, err := f.ReadAt(buf, off); n != bs {
+						failed.Store(fmt.Errorf("ReadAt(%d) = %d, %v", off, n, err))
+						return
+					}
+					ops.Add(1)
+				}
+			})
+		}
+	case "batch":
+		bf, ok := f.(core.BatchFile)
+		if !ok {
+			return fmt.Errorf("%s files do not batch", name)
+		}
+		wg.Go(func() {
+			reqs := make([]core.IORequest, depth)
+			for i := range reqs {
+				reqs[i] = core.IORequest{Op: core.OpRead, Buf: alignedBuffer(bs)}
+			}
+			rng := rand.New(rand.NewPCG(7, 1))
+			next := int64(0)
+			for time.Now().Before(deadline) {
+				for i := range reqs {
+					if workload == "read" {
+						reqs[i].Off = (next % blocks) * int64(bs)
+						next++
+					} else {
+						reqs[i].Off = rng.Int64N(blocks) * int64(bs)
+					}
+				}
+				if err := bf.Batch(reqs); err != nil {
+					failed.Store(err)
+					return
+				}
+				for _, r := range reqs {
+					if r.N != bs {
+						failed.Store(fmt.Errorf("read at %d = %d, %v", r.Off, r.N, r.Err))
+						return
+					}
+				}
+				ops.Add(int64(depth))
+			}
+		})
+	default:
+		return fmt.Errorf("unknown mode %q", mode)
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	if err, ok := failed.Load().(error); ok {
+		return err
+	}
+	st := eng.Stats()
+	n := float64(ops.Load())
+	return json.NewEncoder(os.Stdout).Encode(result{
+		Engine: eng.Name(), Workload: workload, BlockSize: bs, Depth: depth, Mode: mode, Direct: direct,
+		Seconds: elapsed, IOPS: n / elapsed, MiBps: n * float64(bs) / elapsed / (1 << 20),
+		MaxInFlight: st.MaxInFlight, Submits: st.Submits, Requests: st.SubmittedRequests, Fallbacks: st.Fallbacks,
+	})
+}
