@@ -22,6 +22,10 @@ const (
 	groupShift = 6
 )
 
+// windows holds *[]byte buffers of readWindow bytes for compressed data,
+// shared by every reader.
+var windows = sync.Pool{New: func() any { b := make([]byte, readWindow); return &b }}
+
 // ReaderOption configures Open.
 type ReaderOption func(*readerConfig)
 
@@ -63,7 +67,6 @@ type Reader struct {
 	last   int64 // offset just past the last block
 	cache  *blockCache
 	work   int
-	bufs   sync.Pool // *[]byte of readWindow bytes for compressed data
 	blocks sync.Pool // *[]byte of bs bytes
 
 	mu     sync.RWMutex // held shared by reads, exclusively by Close
@@ -156,7 +159,6 @@ func Open(f core.File, opts ...ReaderOption) (*Reader, error) {
 	}
 	bs := int(r.bs)
 	r.blocks.New = func() any { b := make([]byte, bs); return &b }
-	r.bufs.New = func() any { b := make([]byte, readWindow); return &b }
 	return r, nil
 }
 
@@ -398,7 +400,7 @@ func (r *Reader) readSpan(p []byte, off, first, last int64, small bool) error {
 		}
 		fetched = true
 		if end-start <= readWindow {
-			bufp = r.bufs.Get().(*[]byte)
+			bufp = windows.Get().(*[]byte)
 			comp = (*bufp)[:end-start]
 		} else {
 			comp = make([]byte, end-start)
@@ -410,7 +412,7 @@ func (r *Reader) readSpan(p []byte, off, first, last int64, small bool) error {
 	}
 	defer func() {
 		if bufp != nil {
-			r.bufs.Put(bufp)
+			windows.Put(bufp)
 		}
 	}()
 	for i := first; i <= last; i++ {
@@ -486,8 +488,8 @@ func (r *Reader) VerifyBlocks() error {
 	if !r.hdr.Verify {
 		return fmt.Errorf("zfile: blocks carry no checksum: %w", core.ErrUnsupported)
 	}
-	bufp := r.bufs.Get().(*[]byte)
-	defer r.bufs.Put(bufp)
+	bufp := windows.Get().(*[]byte)
+	defer windows.Put(bufp)
 	for b := int64(0); b < r.nblocks; {
 		start := r.blockOffset(b)
 		e := b
