@@ -37,6 +37,9 @@ func compact(out io.Writer, srcs []core.File, recs []Mapping, opts CommitOptions
 	if err != nil {
 		return fmt.Errorf("lsmt: commit: source header: %w", err)
 	}
+	if top.VirtualSize > 1<<62 {
+		return fmt.Errorf("lsmt: commit: source header virtual size %d is impossible: %w", top.VirtualSize, core.ErrCorrupt)
+	}
 	bottom := top
 	if len(srcs) > 1 {
 		if bottom, err = readHeader(srcs[len(srcs)-1], 0); err != nil {

@@ -208,6 +208,9 @@ func (w *Writable) loadAppend() error {
 	w.vsize = int64(ih.VirtualSize)
 	w.dataEnd = w.data.Size()
 	isize := w.index.Size()
+	if isize < HeaderSize {
+		return fmt.Errorf("lsmt: index file of %d bytes is shorter than its header: %w", isize, core.ErrCorrupt)
+	}
 	count := (isize - HeaderSize) / RecordSize
 	if count > MaxIndexSize {
 		return fmt.Errorf("lsmt: writable index of %d records exceeds %d: %w", count, MaxIndexSize, core.ErrCorrupt)
@@ -304,6 +307,9 @@ func (w *Writable) loadSparse(dh *Header) error {
 		}
 		if !lh.IsHeader() || lh.IsDataFile() || !lh.IsSparse() || lh.IndexOffset != HeaderSize {
 			return fmt.Errorf("lsmt: index file (flags %#x) is not the discard log of a sparse layer: %w", uint32(lh.Flags), core.ErrCorrupt)
+		}
+		if w.index.Size() < HeaderSize {
+			return fmt.Errorf("lsmt: discard log of %d bytes is shorter than its header: %w", w.index.Size(), core.ErrCorrupt)
 		}
 		count := (w.index.Size() - HeaderSize) / RecordSize
 		if count > MaxIndexSize {
