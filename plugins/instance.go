@@ -313,40 +313,47 @@ func (ln *lane) exchange(op, id uint8, blocks []core.CodecBlock, deadline time.T
 	if n == 0 {
 		return crashed("plugin closed the doorbell")
 	}
-	reply := ln.reply[:n]
+	return collect(ln.reply[:n], wire.Header{Op: op, Codec: id, Seq: seq, Count: uint32(len(blocks))}, ln.descs, ln.mem, blocks)
+}
+
+// collect checks the reply to request req, whose blocks had descriptors
+// descs on lane memory mem, and copies each block's output into its Dst.
+// Nothing is copied out unless its reply checksum matches; a reply that
+// breaks the protocol is an error for the whole batch.
+func collect(reply []byte, req wire.Header, descs []wire.Desc, mem []byte, blocks []core.CodecBlock) error {
 	want := wire.HeaderSize + len(blocks)*wire.ResultSize
-	if n != want {
-		return violated(nil, "reply of %d bytes to a batch of %d blocks, want %d", n, len(blocks), want)
+	if len(reply) != want {
+		return violated(nil, "reply of %d bytes to a batch of %d blocks, want %d", len(reply), len(blocks), want)
 	}
 	h, err := wire.ParseHeader(reply)
 	if err != nil {
 		return violated(nil, "reply: %v", err)
 	}
-	if h.Seq != seq || h.Op != op || h.Codec != id || int(h.Count) != len(blocks) {
+	if h != req {
 		return violated(nil, "reply header (op %d codec %d seq %d count %d) does not answer (op %d codec %d seq %d count %d)",
-			h.Op, h.Codec, h.Seq, h.Count, op, id, seq, len(blocks))
+			h.Op, h.Codec, h.Seq, h.Count, req.Op, req.Codec, req.Seq, req.Count)
 	}
 	for i := range blocks {
 		b := &blocks[i]
 		r := wire.ParseResult(reply, i)
-		d := ln.descs[i]
+		d := descs[i]
 		b.N, b.Err = 0, nil
 		switch r.Status {
 		case wire.StatusOK:
-			if r.N > d.DstCap {
+			if r.N > d.DstCap || int(r.N) > len(b.Dst) {
 				return violated(nil, "block %d: reply of %d bytes for a destination of %d", i, r.N, d.DstCap)
 			}
 			// Copy first, then check the private copy: the plugin can
 			// still write the shared memory.
 			out := b.Dst[:r.N]
-			copy(out, ln.mem[d.DstOff:d.DstOff+r.N])
-			if wire.Sum(seq, uint32(i), r.Status, out) != r.Sum {
+			copy(out, mem[d.DstOff:d.DstOff+r.N])
+			if wire.Sum(req.Seq, uint32(i), r.Status, out) != r.Sum {
 				clear(out)
 				return violated(core.ErrChecksum, "block %d: reply checksum mismatch", i)
 			}
 			b.N = int(r.N)
 		case wire.StatusCorrupt, wire.StatusFailed, wire.StatusBadRequest:
-			if r.N != 0 || wire.Sum(seq, uint32(i), r.Status, nil) != r.Sum {
+			if r.N != 0 || wire.Sum(req.Seq, uint32(i), r.Status, nil) != r.Sum {
 				return violated(core.ErrChecksum, "block %d: error reply with length %d or bad checksum", i, r.N)
 			}
 			switch r.Status {
