@@ -1,0 +1,108 @@
+package kinds
+
+import (
+	"bytes"
+	"os"
+	"testing"
+
+	"github.com/overlaybd-go/overlaybd/conformance"
+	"github.com/overlaybd-go/overlaybd/core"
+)
+
+// runs returns the operations per run and the number of seeds: 10,000 and
+// one in the regular suite, 100,000 and four with OVERLAYBD_LONG=1.
+func runs(t *testing.T) (ops, seeds int) {
+	if conformance.Long() {
+		return 100_000, 4
+	}
+	if testing.Short() {
+		return 2_000, 1
+	}
+	return 10_000, 1
+}
+
+func runWritable(t *testing.T, kind conformance.WritableKind, opts conformance.WritableOptions, wantStack bool) {
+	t.Parallel()
+	ops, seeds := runs(t)
+	for i := 0; i < seeds; i++ {
+		seed, err := conformance.Seed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := opts
+		o.Seed, o.Ops, o.Logf = seed+int64(i), ops, t.Logf
+		c, err := conformance.RunWritable(kind, t.TempDir(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Reopens == 0 || c.Discards == 0 || c.Zeroes == 0 || c.Rejected == 0 || c.Statuses == 0 ||
+			(wantStack && (c.Commits == 0 || c.Seals+c.Flattens == 0)) {
+			t.Errorf("run did not exercise every operation: %+v", c)
+		}
+	}
+}
+
+// Both writable LSMT kinds run the random scenarios against the model
+// through sync, reopen, commit, seal, stacking and flattening.
+func TestLSMTWritableConformance(t *testing.T) {
+	t.Run("append-only", func(t *testing.T) {
+		runWritable(t, LSMTWritable{}, conformance.WritableOptions{}, true)
+	})
+	// Sparse layers take 512-byte requests; alone they match the model.
+	t.Run("sparse", func(t *testing.T) {
+		runWritable(t, LSMTWritable{Sparse: true}, conformance.WritableOptions{MaxLayers: -1, Cell: "lsmt/sparse (single layer)"}, false)
+	})
+	// Over read-only layers, a sparse layer only keeps requests of whole
+	// filesystem blocks exact across a reopen (see
+	// TestLSMTSparsePartialBlockOverLower), so the stacked run uses 4 KiB
+	// requests.
+	t.Run("sparse-stacked", func(t *testing.T) {
+		runWritable(t, LSMTWritable{Sparse: true}, conformance.WritableOptions{Granularity: 4096, Cell: "lsmt/sparse (stacked, 4 KiB requests)"}, true)
+	})
+}
+
+// TestLSMTSparsePartialBlockOverLower shows a limitation the sparse layer
+// shares with upstream (FORMAT-LSMT §4.4): after a reopen, a sparse layer
+// rebuilds its index from the file's allocation, which is
+// filesystem-block granular, so the unwritten sectors of a partly written
+// block read as zeros and hide the layer beneath. It is skipped until the
+// layer records its written ranges; OVERLAYBD_KNOWN_ISSUES=1 runs it.
+func TestLSMTSparsePartialBlockOverLower(t *testing.T) {
+	if os.Getenv("OVERLAYBD_KNOWN_ISSUES") != "1" {
+		t.Skip("known issue of sparse layers over lowers (sub-block writes lose the lower's data on reopen); set OVERLAYBD_KNOWN_ISSUES=1 to run")
+	}
+	dir := t.TempDir()
+	dev, err := LSMTWritable{Sparse: true}.Create(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	lower := bytes.Repeat([]byte{0xAB}, 512)
+	if _, err := dev.File().WriteAt(lower, 8192); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.(conformance.Committer).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// One sector in the same 4 KiB block, two sectors further.
+	if _, err := dev.File().WriteAt(bytes.Repeat([]byte{0xCD}, 512), 8192+1024); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, f core.File) {
+		got := make([]byte, 512)
+		if _, err := f.ReadAt(got, 8192); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, lower) {
+			t.Errorf("%s: the lower layer's sector reads %#x..., want 0xab", when, got[0])
+		}
+	}
+	check("before reopen", dev.File())
+	if err := dev.File().Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	check("after reopen", dev.File())
+}

@@ -1,0 +1,227 @@
+package conformance
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+
+	"github.com/overlaybd-go/overlaybd/core"
+)
+
+// runner holds what every scenario needs: the model, the random source and
+// the record of operations for failure messages.
+type runner struct {
+	cell   string
+	seed   int64
+	rng    *rand.Rand
+	model  *Model
+	align  int64 // requests not aligned to this must be rejected
+	gran   int64 // generated requests are aligned to this
+	step   int
+	op     string
+	recent []string
+	ends   []int64 // starts and ends of recent operations
+	buf    []byte
+	rbuf   []byte
+}
+
+const recentOps = 8
+
+func newRunner(cell string, seed int64, size, align int64) *runner {
+	return &runner{
+		cell: cell, seed: seed,
+		rng:   rand.New(rand.NewPCG(uint64(seed), 0x6f7665726c617962)),
+		model: NewModel(size),
+		align: max(align, 1),
+		gran:  max(align, 1),
+	}
+}
+
+// begin starts operation desc.
+func (r *runner) begin(format string, args ...any) {
+	if r.op != "" {
+		r.recent = append(r.recent, fmt.Sprintf("#%d %s", r.step, r.op))
+		if len(r.recent) > recentOps {
+			r.recent = r.recent[1:]
+		}
+		r.step++
+	}
+	r.op = fmt.Sprintf(format, args...)
+}
+
+func (r *runner) fail(format string, args ...any) *Failure {
+	return &Failure{Cell: r.cell, Seed: r.seed, Step: r.step, Op: r.op,
+		Msg: fmt.Sprintf(format, args...), Recent: append([]string(nil), r.recent...)}
+}
+
+func (r *runner) size() int64 { return r.model.Size() }
+
+// length draws a request length: mostly small, some medium, a few larger
+// than the 4 MiB pieces and 16383-sector records of LSMT.
+func (r *runner) length(max int64) int64 {
+	var n int64
+	switch p := r.rng.IntN(100); {
+	case p < 80:
+		n = 1 + r.rng.Int64N(16<<10)
+	case p < 98:
+		n = 1 + r.rng.Int64N(256<<10)
+	default:
+		n = 1 + r.rng.Int64N(9<<20)
+	}
+	n = (n + r.gran - 1) / r.gran * r.gran
+	return min(n, max/r.gran*r.gran)
+}
+
+// span draws an aligned range inside the device. A third of the ranges start
+// or end at, or straddle, an interesting boundary: the edge of a recent
+// request, a 4 MiB piece boundary, the end of the device.
+func (r *runner) span() (off, n int64) {
+	n = r.length(r.size())
+	if r.rng.IntN(3) == 0 {
+		var b int64
+		switch k := r.rng.IntN(4); {
+		case k < 2 && len(r.ends) > 0:
+			b = r.ends[r.rng.IntN(len(r.ends))]
+		case k == 2:
+			b = r.rng.Int64N(r.size()/(4<<20)+1) * (4 << 20)
+		default:
+			b = r.size()
+		}
+		switch r.rng.IntN(3) {
+		case 0:
+			off = b
+		case 1:
+			off = b - n
+		default:
+			off = b - n/2 - r.rng.Int64N(4)*512
+		}
+	} else {
+		off = r.rng.Int64N(r.size() - n + 1)
+	}
+	off = off / r.gran * r.gran
+	off = min(max(off, 0), r.size()-n)
+	r.ends = append(r.ends, off, off+n)
+	if len(r.ends) > 64 {
+		r.ends = r.ends[2:]
+	}
+	return off, n
+}
+
+// data returns n bytes to write: random, or (sometimes) zeros.
+func (r *runner) data(n int64) []byte {
+	if int64(cap(r.buf)) < n {
+		r.buf = make([]byte, n)
+	}
+	b := r.buf[:n]
+	if r.rng.IntN(20) == 0 {
+		clear(b)
+		return b
+	}
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.rng.Uint64())
+	}
+	for ; i < len(b); i++ {
+		b[i] = byte(r.rng.Uint32())
+	}
+	return b
+}
+
+func (r *runner) readBuf(n int64) []byte {
+	if int64(cap(r.rbuf)) < n {
+		r.rbuf = make([]byte, n)
+	}
+	return r.rbuf[:n]
+}
+
+// checkRead reads [off, off+n) from f and compares it with the model. Reads
+// that reach past the end must return the bytes that exist and io.EOF.
+func (r *runner) checkRead(f core.File, off, n int64) error {
+	p := r.readBuf(n)
+	got, err := f.ReadAt(p, off)
+	want := r.model.Read(off, n)
+	switch {
+	case off+n <= r.size():
+		if got != int(n) || (err != nil && !(err == io.EOF && off+n == r.size())) {
+			return r.fail("ReadAt returned %d, %v; want %d, nil", got, err, n)
+		}
+	default:
+		if got != len(want) || err != io.EOF {
+			return r.fail("ReadAt across the end returned %d, %v; want %d, io.EOF", got, err, len(want))
+		}
+	}
+	if i := firstDiff(p[:got], want); i >= 0 {
+		return r.fail("read back differs at device offset %d: got %#02x, want %#02x", off+int64(i), at(p[:got], i), at(want, i))
+	}
+	return nil
+}
+
+func at(b []byte, i int) any {
+	if i < len(b) {
+		return b[i]
+	}
+	return "nothing"
+}
+
+// verifyAll compares the whole device with the model.
+func (r *runner) verifyAll(f core.File) error {
+	if f.Size() != r.size() {
+		return r.fail("Size() = %d, want %d", f.Size(), r.size())
+	}
+	const chunk = 1 << 20
+	for off := int64(0); off < r.size(); off += chunk {
+		if err := r.checkRead(f, off, min(chunk, r.size()-off)); err != nil {
+			err.(*Failure).Msg = "whole-device check: " + err.(*Failure).Msg
+			return err
+		}
+	}
+	return nil
+}
+
+// checkStatus checks BlockStatus over [off, off+n): ordered, contiguous
+// extents starting at off, inside the range, and every range flagged as
+// reading zeros does read zeros.
+func (r *runner) checkStatus(bs core.BlockStatuser, off, n int64) error {
+	ext, err := bs.BlockStatus(off, n)
+	if err != nil {
+		return r.fail("BlockStatus: %v", err)
+	}
+	if len(ext) == 0 {
+		return r.fail("BlockStatus returned no extent")
+	}
+	pos := off
+	for i, e := range ext {
+		if e.Offset != pos || e.Length <= 0 || e.Offset+e.Length > off+n {
+			return r.fail("BlockStatus extent %d %+v is not contiguous inside [%d, %d) (expected start %d)", i, e, off, off+n, pos)
+		}
+		if e.Flags&core.ExtentZero != 0 && !r.model.IsZero(e.Offset, e.Length) {
+			return r.fail("BlockStatus says [%d, %d) reads as zeros, the model has data there", e.Offset, e.Offset+e.Length)
+		}
+		pos += e.Length
+	}
+	return nil
+}
+
+// expectRejected checks that a request that must fail did fail and left
+// [off, off+n) (clipped to the device) unchanged.
+func (r *runner) expectRejected(f core.File, err error, off, n int64) error {
+	if err == nil {
+		return r.fail("succeeded, want an error")
+	}
+	off = min(off, r.size())
+	end := min(off+n, r.size())
+	if end > off {
+		if e := r.checkRead(f, off, end-off); e != nil {
+			e.(*Failure).Msg = "after a rejected request: " + e.(*Failure).Msg
+			return e
+		}
+	}
+	return nil
+}
+
+func isFailure(err error) bool {
+	var f *Failure
+	return errors.As(err, &f)
+}
