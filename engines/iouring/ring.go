@@ -149,6 +149,7 @@ type ring struct {
 	efdN     int
 	features Features
 
+	cqMu        sync.Mutex // serialises readers of the completion queue
 	fillMu      sync.Mutex // serialises writers of the submission queue
 	tail        uint32     // our copy of the SQ tail, under fillMu
 	unsubmitted atomic.Int64
@@ -332,12 +333,15 @@ func (r *ring) reap() {
 		if _, err := r.efd.Read(counter[:]); err != nil {
 			return // Close closed the eventfd; nothing is in flight then.
 		}
+		r.cqMu.Lock()
 		for r.drain() > 0 {
 		}
+		r.cqMu.Unlock()
 	}
 }
 
-// drain completes every request in the completion queue.
+// drain completes every request in the completion queue. The caller holds
+// cqMu.
 func (r *ring) drain() int {
 	head := atomic.LoadUint32(r.cqHead)
 	tail := atomic.LoadUint32(r.cqTail)
@@ -439,6 +443,13 @@ func (r *ring) submit(reqs []core.IORequest, fill func(i int, s *sqe)) error {
 		r.fillMu.Unlock()
 		r.flush()
 		i += len(ids)
+	}
+	// Requests the kernel completed during the enter (page-cache hits)
+	// are already in the completion queue: reap them here rather than
+	// wait for the reaper to be scheduled.
+	if r.cqMu.TryLock() {
+		r.drain()
+		r.cqMu.Unlock()
 	}
 	<-bt.done
 	return nil
