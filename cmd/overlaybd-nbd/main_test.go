@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
@@ -406,4 +406,102 @@ func TestTCPAddress(t *testing.T) {
 	}
 }
 
-var _ = io.Discard
+
+// TestExt4ImageThroughNbdfuse mounts the ext4 sample image (imported as a
+// committed layer, with a writable upper) through nbdfuse + loop with the
+// kernel's ext4, reads and writes files, checks the filesystem after
+// unmounting, and reads the written file after reopening the image.
+func TestExt4ImageThroughNbdfuse(t *testing.T) {
+	nbdfuse := needTool(t, "nbdfuse")
+	mkfs := needTool(t, "mkfs.ext4")
+	nbdcopy := needTool(t, "nbdcopy")
+	if os.Getuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	dir := t.TempDir()
+	content := filepath.Join(dir, "content")
+	os.MkdirAll(content, 0o755)
+	os.WriteFile(filepath.Join(content, "hello.txt"), []byte("hello from the base layer\n"), 0o644)
+	raw := filepath.Join(dir, "base.ext4")
+	runTool(t, mkfs, "-q", "-F", "-d", content, raw, "64M")
+	src, _ := os.Open(raw)
+	lf, _ := os.Create(filepath.Join(dir, "base.commit"))
+	if _, err := image.ImportRaw(context.Background(), src, lf, image.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+	lf.Close()
+	data, index := newUpper(t, dir, 0)
+	cfg := writeJSON(t, filepath.Join(dir, "config.v1.json"), map[string]any{
+		"lowers": []any{map[string]any{"file": filepath.Join(dir, "base.commit")}},
+		"upper":  map[string]any{"data": data, "index": index},
+	})
+	sock := filepath.Join(dir, "nbd.sock")
+	srv := start(t, "--unix", sock, cfg)
+
+	mnt, fsdir := filepath.Join(dir, "fuse"), filepath.Join(dir, "fs")
+	os.MkdirAll(mnt, 0o755)
+	os.MkdirAll(fsdir, 0o755)
+	fuse := exec.Command(nbdfuse, mnt, unixURI(sock, ""))
+	if err := fuse.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fuseDone := make(chan struct{})
+	go func() { fuse.Wait(); close(fuseDone) }()
+	var loop string
+	mounted := false
+	defer func() {
+		if mounted {
+			exec.Command("umount", fsdir).Run()
+		}
+		if loop != "" {
+			exec.Command("losetup", "-d", loop).Run()
+		}
+		exec.Command("fusermount3", "-u", mnt).Run()
+		select {
+		case <-fuseDone:
+		case <-time.After(10 * time.Second):
+			fuse.Process.Kill()
+			<-fuseDone
+		}
+	}()
+	dev := filepath.Join(mnt, "nbd")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if st, err := os.Stat(dev); err == nil && st.Size() == 64<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nbdfuse did not expose the device")
+		}
+	}
+	loop = strings.TrimSpace(runTool(t, "losetup", "-f", "--show", dev))
+	runTool(t, "mount", "-t", "ext4", loop, fsdir)
+	mounted = true
+	if b, err := os.ReadFile(filepath.Join(fsdir, "hello.txt")); err != nil || string(b) != "hello from the base layer\n" {
+		t.Fatalf("read through ext4: %q %v", b, err)
+	}
+	written := bytes.Repeat([]byte("written through nbd\n"), 20000)
+	if err := os.WriteFile(filepath.Join(fsdir, "new.txt"), written, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runTool(t, "umount", fsdir)
+	mounted = false
+	runTool(t, "losetup", "-d", loop)
+	loop = ""
+	exec.Command("fusermount3", "-u", mnt).Run()
+	<-fuseDone
+	srv.stop(t)
+
+	// Reopen the image and check it.
+	srv = start(t, "--unix", sock, cfg)
+	out := filepath.Join(dir, "after.raw")
+	runTool(t, nbdcopy, unixURI(sock, ""), out)
+	srv.stop(t)
+	runTool(t, "e2fsck", "-fn", out)
+	if got := runTool(t, "debugfs", "-R", "cat /new.txt", out); !strings.Contains(got, string(written[:4000])) {
+		t.Fatal("the written file is not in the reopened image")
+	}
+}

@@ -439,3 +439,70 @@ func TestWritePathsRaw(t *testing.T) {
 		t.Fatal("export content differs from the requests")
 	}
 }
+
+// durableFile records which completed writes a Sync made durable.
+type durableFile struct {
+	core.File
+	mu      sync.Mutex
+	written map[int64]bool
+	durable map[int64]bool
+	syncs   int
+}
+
+func (d *durableFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := d.File.WriteAt(p, off)
+	d.mu.Lock()
+	d.written[off] = true
+	d.mu.Unlock()
+	return n, err
+}
+
+func (d *durableFile) Sync() error {
+	err := d.File.Sync()
+	d.mu.Lock()
+	for off := range d.written {
+		d.durable[off] = true
+	}
+	d.syncs++
+	d.mu.Unlock()
+	return err
+}
+
+func (d *durableFile) isDurable(off int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.durable[off]
+}
+
+// TestMultiConnFlush: a FLUSH on one connection covers writes completed on
+// another (NBD_FLAG_CAN_MULTI_CONN), and FUA writes are durable when
+// replied to.
+func TestMultiConnFlush(t *testing.T) {
+	f, _ := newFile(t, 1<<20, false)
+	d := &durableFile{File: f, written: map[int64]bool{}, durable: map[int64]bool{}}
+	_, sock := startServer(t, []Export{{File: d}}, Options{})
+	a, b := dialRaw(t, sock), dialRaw(t, sock)
+	if _, flags := a.goExport("", false); flags&flagCanMultiConn == 0 {
+		t.Fatal("export does not advertise multi-conn")
+	}
+	b.goExport("", true)
+	a.request(0, cmdWrite, 1, 4096, 512, make([]byte, 512))
+	if errno, _, _ := a.simpleReply(0); errno != 0 {
+		t.Fatal(errno)
+	}
+	if d.isDurable(4096) {
+		t.Fatal("write durable before any flush: the test proves nothing")
+	}
+	b.request(0, cmdFlush, 2, 0, 0, nil)
+	if ch := b.chunk(); ch.errno() != 0 {
+		t.Fatal(ch.errno())
+	}
+	if !d.isDurable(4096) {
+		t.Fatal("FLUSH on one connection did not cover a write completed on another")
+	}
+	a.request(cmdFlagFUA, cmdWrite, 3, 8192, 512, make([]byte, 512))
+	a.simpleReply(0)
+	if !d.isDurable(8192) {
+		t.Fatal("FUA write replied to before it was durable")
+	}
+}
