@@ -406,7 +406,6 @@ func TestTCPAddress(t *testing.T) {
 	}
 }
 
-
 // TestExt4ImageThroughNbdfuse mounts the ext4 sample image (imported as a
 // committed layer, with a writable upper) through nbdfuse + loop with the
 // kernel's ext4, reads and writes files, checks the filesystem after
