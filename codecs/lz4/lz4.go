@@ -11,6 +11,7 @@ package lz4
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/overlaybd-go/overlaybd/core"
 	lz4 "github.com/pierrec/lz4/v4"
@@ -28,6 +29,9 @@ func init() {
 	core.Codecs.Register(GoName, core.NoNumber, func() (core.Codec, error) { return Go(), nil })
 	registerDefault()
 }
+
+// compressors recycles the encoders' hash tables.
+var compressors = sync.Pool{New: func() any { return new(lz4.Compressor) }}
 
 // Go returns the pure Go flavour.
 func Go() core.Codec { return goCodec{} }
@@ -48,8 +52,9 @@ func (goCodec) Compress(dst, src []byte) (int, error) {
 		dst[0] = 0
 		return 1, nil
 	}
-	var c lz4.Compressor
+	c := compressors.Get().(*lz4.Compressor)
 	n, err := c.CompressBlock(src, dst)
+	compressors.Put(c)
 	if err != nil {
 		return 0, fmt.Errorf("lz4: compress %d bytes: %w", len(src), err)
 	}

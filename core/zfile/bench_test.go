@@ -1,0 +1,159 @@
+package zfile_test
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/zfile"
+	"github.com/overlaybd-go/overlaybd/engines/psync"
+)
+
+// benchInput is 32 MiB of the vectors' plain input repeated: patterned,
+// zero, text and incompressible regions.
+var benchInput = sync.OnceValue(func() []byte {
+	const size = 32 << 20
+	b := make([]byte, 0, size)
+	for len(b) < size {
+		b = append(b, plain[:min(len(plain), size-len(b))]...)
+	}
+	return b
+})
+
+// benchFile writes data to a file in dir and opens it with psync.
+func benchFile(b *testing.B, dir, name string, data []byte) core.File {
+	b.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	f, err := psync.New(core.EngineConfig{}).Open(p, core.OpenOptions{Flag: os.O_RDONLY})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
+
+var benchCases = []struct {
+	algo string
+	bs   int
+}{{"lz4", 4096}, {"lz4", 32768}, {"zstd", 4096}, {"zstd", 32768}}
+
+// BenchmarkExtract measures sequential extraction (4 MiB reads through the
+// Reader from a file in the page cache) against its peer, BareDecode: the
+// same codec decoding the same blocks from memory in a loop.
+func BenchmarkExtract(b *testing.B) {
+	in := benchInput()
+	dir := b.TempDir()
+	for _, c := range benchCases {
+		z := compress(b, in, zfile.Options{Algorithm: c.algo, BlockSize: c.bs})
+		name := fmt.Sprintf("%s-bs%d", c.algo, c.bs/1024)
+		b.Run(name+"/BareDecode", func(b *testing.B) {
+			r, err := zfile.Open(benchFile(b, dir, name+".bare", z))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			_, f, _ := core.Codecs.LookupNumber(int(r.Header().Algorithm))
+			codec, _ := f()
+			payloads := make([][]byte, r.BlockCount())
+			for i := range payloads {
+				off, l := r.StoredBlock(int64(i))
+				payloads[i] = z[off : off+l-4]
+			}
+			dst := make([]byte, c.bs)
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				for _, p := range payloads {
+					if _, err := codec.Decompress(dst, p); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+		for _, workers := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/Reader-workers%d", name, workers), func(b *testing.B) {
+				r, err := zfile.Open(benchFile(b, dir, name, z), zfile.WithWorkers(workers))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+				buf := make([]byte, 4<<20)
+				b.SetBytes(r.Size())
+				for b.Loop() {
+					for off := int64(0); off < r.Size(); off += int64(len(buf)) {
+						if _, err := r.ReadAt(buf, off); err != nil && err != io.EOF {
+							b.Fatal(err)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkRandom4K measures random aligned 4 KiB reads from an lz4 ZFile
+// (4 KiB and 32 KiB blocks) against the same reads from the uncompressed
+// file, both through psync from the page cache.
+func BenchmarkRandom4K(b *testing.B) {
+	in := benchInput()
+	dir := b.TempDir()
+	files := map[string]core.File{"Uncompressed": benchFile(b, dir, "raw", in)}
+	for _, bs := range []int{4096, 32768} {
+		r, err := zfile.Open(benchFile(b, dir, fmt.Sprint(bs), compress(b, in, zfile.Options{BlockSize: bs})))
+		if err != nil {
+			b.Fatal(err)
+		}
+		files[fmt.Sprintf("ZFile-lz4-bs%d", bs/1024)] = r
+	}
+	for _, name := range []string{"Uncompressed", "ZFile-lz4-bs4", "ZFile-lz4-bs32"} {
+		f := files[name]
+		b.Run(name, func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			buf := make([]byte, 4096)
+			n := f.Size() / 4096
+			b.SetBytes(4096)
+			for b.Loop() {
+				if _, err := f.ReadAt(buf, rng.Int64N(n)*4096); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		f.Close()
+	}
+}
+
+// BenchmarkCompress measures compression MB/s per algorithm and flavour
+// (one worker, and two) into io.Discard.
+func BenchmarkCompress(b *testing.B) {
+	in := benchInput()[:8<<20]
+	for _, name := range core.Codecs.Names() {
+		if _, ok := core.Codecs.NumberOf(name); ok {
+			continue // the algorithm names are aliases of a flavour
+		}
+		for _, bs := range []int{4096, 32768} {
+			for _, workers := range []int{1, 2} {
+				b.Run(fmt.Sprintf("%s/bs%d/workers%d", name, bs/1024, workers), func(b *testing.B) {
+					b.SetBytes(int64(len(in)))
+					for b.Loop() {
+						w, err := zfile.NewWriter(io.Discard, zfile.Options{Algorithm: name, BlockSize: bs, Workers: workers})
+						if err != nil {
+							b.Fatal(err)
+						}
+						if _, err := w.Write(in); err != nil {
+							b.Fatal(err)
+						}
+						if err := w.Close(); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		}
+	}
+}
