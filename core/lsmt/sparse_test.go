@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 	"golang.org/x/sys/unix"
@@ -142,4 +143,68 @@ func TestReplaySparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameFile(t, "commit of replayed sparse", out.Bytes(), "lsmt/rw-sparse.commit")
+}
+
+// TestSparseDiscardKept: a discard in a sparse upper still hides the lower
+// layer after a reopen, thanks to the discard log in the index file; opened
+// the way upstream opens it (without the index file), the lower shows
+// through again, which is upstream's behaviour, and the file stays
+// readable.
+func TestSparseDiscardKept(t *testing.T) {
+	dir := t.TempDir()
+	fsBlock4K(t, dir)
+	dp, ip := filepath.Join(dir, "u.data"), filepath.Join(dir, "u.index")
+	w, err := lsmt.Create(openFile(t, dp, os.O_RDWR|os.O_CREATE|os.O_EXCL), openFile(t, ip, os.O_RDWR|os.O_CREATE|os.O_EXCL),
+		lsmt.CreateOptions{VirtualSize: vsize64M, Sparse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := lsmt.OpenStack([]core.File{openVector(t, "stack/A.commit")}, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A holds pattern data in [0, 256 KiB): overwrite 4 KiB, then discard
+	// 64 KiB around it and 512 bytes in a block nothing wrote.
+	if _, err := s.WriteAt(bytes.Repeat([]byte{0xEE}, 4096), 8192); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Discard(4096, 65536); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Discard(131072+512, 512); err != nil {
+		t.Fatal(err)
+	}
+	want := image(vsize64M, "stackA")
+	clear(want[4096 : 4096+65536])
+	clear(want[131072+512 : 131072+1024])
+	sameImage(t, "before reopen", readAll(t, s), want, "")
+	s.Close()
+
+	w, err = lsmt.OpenWritable(openFile(t, dp, os.O_RDWR), openFile(t, ip, os.O_RDWR))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = lsmt.OpenStack([]core.File{openVector(t, "stack/A.commit")}, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameImage(t, "after reopen", readAll(t, s), want, "")
+	s.Close()
+
+	w, err = lsmt.OpenWritable(openFile(t, dp, os.O_RDONLY), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = lsmt.OpenStack([]core.File{openVector(t, "stack/A.commit")}, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := readAll(t, s)
+	if bytes.Equal(got[4096:4096+65536], want[4096:4096+65536]) {
+		t.Fatal("without the discard log the discard survived: the log is not what keeps it")
+	}
+	if a := image(vsize64M, "stackA"); !bytes.Equal(got[131072+512:131072+1024], a[131072+512:131072+1024]) {
+		t.Fatal("upstream-style open: the lower should show through the forgotten discard")
+	}
 }

@@ -2,6 +2,7 @@ package lsmt
 
 import (
 	"errors"
+	"sync"
 	"fmt"
 	"io"
 
@@ -23,6 +24,7 @@ type Stack struct {
 	merged []Mapping
 	v      view
 	lsize  int64
+	wmu    sync.Mutex // serialises writes to a sparse upper (read-modify-write of partial blocks)
 }
 
 // NewStack stacks lowers (bottom first, as the lowers of an image config)
@@ -115,11 +117,62 @@ func (s *Stack) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // WriteAt writes to the writable layer.
+//
+// A sparse writable layer is rebuilt from its file's allocation on reopen,
+// at the granularity of the file system's blocks, so a write that covers a
+// block only partly would, after a reopen, hide the lower layers' data in
+// the rest of that block (upstream has this bug). Over lower layers the
+// Stack therefore completes such a write to whole blocks with what the
+// stack reads there.
 func (s *Stack) WriteAt(p []byte, off int64) (int, error) {
 	if s.upper == nil {
 		return 0, fmt.Errorf("lsmt: write to a stack without a writable layer: %w", core.ErrReadOnly)
 	}
-	return s.upper.WriteAt(p, off)
+	if !s.upper.sparse || len(s.lowers) == 0 {
+		return s.upper.WriteAt(p, off)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.upper.checkRange("write", off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	bs := s.upper.blockSize
+	end := off + int64(len(p))
+	for cur := off; cur < end; {
+		ce := min((cur/MaxIOSize+1)*MaxIOSize, end)
+		if err := s.writeBlocks(p[cur-off:ce-off], cur, bs); err != nil {
+			return int(cur - off), err
+		}
+		cur = ce
+	}
+	return len(p), nil
+}
+
+// writeBlocks writes p at off into the sparse upper, extended to whole
+// blocks of bs bytes with the stack's current content (s.wmu held).
+func (s *Stack) writeBlocks(p []byte, off, bs int64) error {
+	size := s.Size()
+	end := off + int64(len(p))
+	hb := off / bs * bs
+	te := min((end+bs-1)/bs*bs, size)
+	if hb == off && te <= end {
+		_, err := s.upper.WriteAt(p, off)
+		return err
+	}
+	buf := make([]byte, te-hb)
+	if off > hb {
+		if _, err := s.v.readAt(buf[:off-hb], hb, size); err != nil {
+			return fmt.Errorf("lsmt: read the rest of a partly written block: %w", err)
+		}
+	}
+	copy(buf[off-hb:], p)
+	if end < te {
+		if _, err := s.v.readAt(buf[end-hb:], end, size); err != nil {
+			return fmt.Errorf("lsmt: read the rest of a partly written block: %w", err)
+		}
+	}
+	_, err := s.upper.WriteAt(buf, hb)
+	return err
 }
 
 // Discard discards in the writable layer; the range reads as zeros.
@@ -127,6 +180,8 @@ func (s *Stack) Discard(off, length int64) error {
 	if s.upper == nil {
 		return fmt.Errorf("lsmt: discard on a stack without a writable layer: %w", core.ErrReadOnly)
 	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	return s.upper.Discard(off, length)
 }
 
@@ -135,6 +190,8 @@ func (s *Stack) WriteZeroes(off, length int64) error {
 	if s.upper == nil {
 		return fmt.Errorf("lsmt: write zeroes on a stack without a writable layer: %w", core.ErrReadOnly)
 	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	return s.upper.WriteZeroes(off, length)
 }
 

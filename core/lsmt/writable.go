@@ -63,6 +63,7 @@ type CreateOptions struct {
 type Writable struct {
 	data, index core.File
 	sparse      bool
+	blockSize   int64 // sparse: allocation unit of the data file's file system
 	header      Header // the layer's header values (index header, or data header when sparse)
 	log         *slog.Logger
 
@@ -129,6 +130,7 @@ func Create(data, index core.File, opts CreateOptions) (*Writable, error) {
 			return nil, fmt.Errorf("lsmt: create sparse layer: %w", err)
 		}
 		w.index = index
+		w.blockSize = allocUnit(data)
 		return w, nil
 	}
 	ih := w.header
@@ -298,6 +300,7 @@ func (w *Writable) loadSparse(dh *Header) error {
 	}
 	w.header = *dh
 	w.vsize = int64(dh.VirtualSize)
+	w.blockSize = allocUnit(w.data)
 	size := w.data.Size()
 	// The discard log (zeroed records) goes under the allocated extents.
 	if w.index != nil && w.index.Size() > 0 {
@@ -345,6 +348,19 @@ func (w *Writable) loadSparse(dh *Header) error {
 		}
 	}
 	return nil
+}
+
+// allocUnit returns the allocation unit of f's file system (st_blksize),
+// 4096 when unknown or unusual.
+func allocUnit(f core.File) int64 {
+	if fdf, ok := f.(fdFile); ok {
+		var st unix.Stat_t
+		if unix.Fstat(int(fdf.Fd()), &st) == nil && st.Blksize >= SectorSize && st.Blksize <= 1<<20 &&
+			st.Blksize&(st.Blksize-1) == 0 {
+			return int64(st.Blksize)
+		}
+	}
+	return 4096
 }
 
 // dataExtents lists the allocated byte ranges of f in [from, size) with
