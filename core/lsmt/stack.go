@@ -2,9 +2,9 @@ package lsmt
 
 import (
 	"errors"
-	"sync"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/overlaybd-go/overlaybd/core"
 )

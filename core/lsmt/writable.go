@@ -63,7 +63,7 @@ type CreateOptions struct {
 type Writable struct {
 	data, index core.File
 	sparse      bool
-	blockSize   int64 // sparse: allocation unit of the data file's file system
+	blockSize   int64  // sparse: allocation unit of the data file's file system
 	header      Header // the layer's header values (index header, or data header when sparse)
 	log         *slog.Logger
 
