@@ -1,0 +1,257 @@
+// Command overlaybd-tcmu serves overlaybd images to the Linux kernel as SCSI
+// disks through TCMU (target_core_user), as upstream's daemon of the same
+// name does, so that containerd's accelerated-container-image snapshotter
+// and overlaybd-attacher drive it unchanged through configfs:
+//
+//	overlaybd-tcmu [CONFIG_PATH] [--service_config_path F] [--verbose]
+//
+// The global configuration (overlaybd.json) is CONFIG_PATH, as upstream's
+// systemd unit passes it, or --service_config_path, or
+// /etc/overlaybd/overlaybd.json. A device is created in configfs with
+// dev_config=overlaybd/<config.v1.json path>[;<dev id>]; its image is opened
+// from that file when the kernel announces the device, and the outcome is
+// written to the file's resultFile ("success" or "failed:<reason>"). A
+// device whose image does not open fails its configfs enable with ENOENT;
+// the daemon and its other devices carry on.
+//
+// On SIGINT or SIGTERM every device is blocked, drained and closed; the
+// devices stay configured in the kernel and the next start re-attaches them.
+// Exit status 255 is a failed start (bad global configuration), 2 a usage
+// error, 1 a failure to register with the kernel.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	_ "github.com/overlaybd-go/overlaybd/codecs/all"
+	"github.com/overlaybd-go/overlaybd/core/config"
+	"github.com/overlaybd-go/overlaybd/core/image"
+	_ "github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/frontends/tcmu"
+)
+
+const (
+	exitFailure = 1
+	exitUsage   = 2
+	// exitStart is upstream's exit(-1) when the image service cannot start.
+	exitStart = 255
+	// handlerName is the TCMU handler (subtype) of overlaybd devices.
+	handlerName = "overlaybd"
+	// readRetry is how long upstream retries a failing read (7 days).
+	readRetry = 7 * 24 * time.Hour
+	// nofileLimit is the hard RLIMIT_NOFILE upstream raises to.
+	nofileLimit = 1 << 20
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// normalize lets every flag be spelled with '_' or '-'.
+func normalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
+}
+
+const usage = `usage: overlaybd-tcmu [CONFIG_PATH] [--service_config_path F] [--verbose]
+
+Serves overlaybd images as SCSI disks through the kernel's TCMU backend
+(modprobe target_core_user). Devices are created through configfs with
+dev_config=overlaybd/<config.v1.json>[;<dev id>]; see docs/tcmu.md.
+
+Flags:
+`
+
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("overlaybd-tcmu", pflag.ContinueOnError)
+	fs.SetNormalizeFunc(normalize)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath)
+	verbose := fs.BoolP("verbose", "v", false, "debug logging, whatever logConfig says")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 1 || (fs.NArg() == 1 && *svcPath != "") {
+		fmt.Fprintln(stderr, "overlaybd-tcmu: give the global configuration once, as CONFIG_PATH or --service_config_path")
+		fs.Usage()
+		return exitUsage
+	}
+	path := *svcPath
+	if fs.NArg() == 1 {
+		path = fs.Arg(0)
+	}
+	if path == "" {
+		path = config.DefaultGlobalPath
+	}
+	boot := slog.New(slog.NewTextHandler(stderr, nil))
+	global, err := config.LoadGlobal(path)
+	if err == nil {
+		err = global.Validate()
+	}
+	var startup *config.Startup
+	if err == nil {
+		startup, err = global.Prepare(config.PrepareOptions{})
+	}
+	if err != nil {
+		boot.Error("failed to create image service", "config", path, "err", err)
+		return exitStart
+	}
+	log, closeLog, err := newLogger(global.EffectiveLog(), *verbose, stderr)
+	if err != nil {
+		boot.Error("failed to create image service", "config", path, "err", err)
+		return exitStart
+	}
+	defer closeLog()
+	for _, w := range startup.Warnings {
+		log.Warn(w)
+	}
+	if err := raiseNoFile(); err != nil {
+		log.Error("failed to raise RLIMIT_NOFILE", "err", err)
+		return exitStart
+	}
+
+	d := &daemon{globalPath: path, global: global, log: log, devIDs: map[string]bool{}}
+	srv, err := tcmu.NewServer(tcmu.Config{Handler: handlerName, Open: d.open, Logger: log, ReadRetry: readRetry})
+	if err != nil {
+		log.Error("tcmulib init failed", "err", err)
+		return exitFailure
+	}
+	log.Info("overlaybd-tcmu starting", "config", path, "pid", os.Getpid())
+	if err := srv.Run(ctx); err != nil {
+		log.Error("tcmulib init failed", "err", err)
+		return exitFailure
+	}
+	log.Info("overlaybd-tcmu stopped")
+	return 0
+}
+
+// raiseNoFile raises the hard RLIMIT_NOFILE to 1048576 when it is lower, as
+// upstream does (the soft limit is left alone).
+func raiseNoFile() error {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return err
+	}
+	if rl.Max >= nofileLimit {
+		return nil
+	}
+	rl.Max = nofileLimit
+	return unix.Setrlimit(unix.RLIMIT_NOFILE, &rl)
+}
+
+// newLogger builds the daemon's logger from the effective logConfig: the
+// level, and the file (appended to) or standard error when no path is set.
+func newLogger(s config.LogSettings, verbose bool, stderr io.Writer) (*slog.Logger, func(), error) {
+	level := slog.LevelInfo
+	switch {
+	case verbose || s.Level == 0:
+		level = slog.LevelDebug
+	case s.Level == 2:
+		level = slog.LevelWarn
+	case s.Level >= 3:
+		level = slog.LevelError
+	}
+	out, closeFn := stderr, func() {}
+	if s.Path != "" {
+		f, err := os.OpenFile(s.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open log file: %w", err)
+		}
+		out, closeFn = f, func() { f.Close() }
+	}
+	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})), closeFn, nil
+}
+
+// daemon opens device images.
+type daemon struct {
+	globalPath string
+	global     *config.Global
+	log        *slog.Logger
+
+	mu     sync.Mutex
+	devIDs map[string]bool // dev ids of open devices
+}
+
+// reason is an open failure with upstream's result-file text.
+type reason string
+
+func (r reason) Error() string        { return string(r) }
+func (r reason) ResultReason() string { return string(r) }
+
+// open is the TCMU open callback: cfgstring overlaybd/<path>[;<dev id>].
+func (d *daemon) open(ctx context.Context, dev tcmu.DeviceInfo) (tcmu.Image, error) {
+	path, devID, _ := strings.Cut(dev.Path, ";")
+	if path == "" {
+		return tcmu.Image{}, fmt.Errorf("device %s/%s: empty config path in %q", dev.HBA, dev.Name, dev.Config)
+	}
+	// Upstream re-reads the global download settings at every open.
+	global := d.global
+	if g, err := config.LoadGlobal(d.globalPath); err == nil {
+		global = g
+	}
+	cfg, err := config.LoadImage(path, global)
+	if err != nil {
+		return tcmu.Image{}, fmt.Errorf("device %s/%s: %w", dev.HBA, dev.Name, err)
+	}
+	if devID != "" {
+		d.mu.Lock()
+		dup := d.devIDs[devID]
+		if !dup {
+			d.devIDs[devID] = true
+		}
+		d.mu.Unlock()
+		if dup {
+			err := reason("duplicated dev id: " + devID)
+			if werr := config.WriteResult(cfg.ResultFile, err); werr != nil {
+				d.log.Warn("writing the result file failed", "file", cfg.ResultFile, "err", werr)
+			}
+			return tcmu.Image{}, err
+		}
+	}
+	img, err := image.Open(ctx, cfg, image.Options{Global: global, Logger: d.log})
+	if err != nil {
+		d.release(devID)
+		return tcmu.Image{}, fmt.Errorf("device %s/%s: %w", dev.HBA, dev.Name, err)
+	}
+	return tcmu.Image{File: &deviceFile{Image: img, release: func() { d.release(devID) }}, ReadOnly: !img.Writable()}, nil
+}
+
+func (d *daemon) release(devID string) {
+	if devID == "" {
+		return
+	}
+	d.mu.Lock()
+	delete(d.devIDs, devID)
+	d.mu.Unlock()
+}
+
+// deviceFile releases the device's dev id when the device closes.
+type deviceFile struct {
+	*image.Image
+	release func()
+}
+
+// Close closes the image and frees its dev id.
+func (f *deviceFile) Close() error {
+	defer f.release()
+	return f.Image.Close()
+}
