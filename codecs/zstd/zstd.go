@@ -106,7 +106,9 @@ func (c *goCodec) Decompress(dst, src []byte) (int, error) {
 	if err := checkFrame(src, len(dst)); err != nil {
 		return 0, err
 	}
-	out, err := c.dec.DecodeAll(src, dst[:0])
+	// The capacity is clipped so that the decoder never touches bytes
+	// beyond dst, which may belong to a neighbour decoded concurrently.
+	out, err := c.dec.DecodeAll(src, dst[:0:len(dst)])
 	if err != nil {
 		return 0, fmt.Errorf("zstd: decompress %d bytes: %v: %w", len(src), err, core.ErrCorrupt)
 	}

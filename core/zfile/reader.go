@@ -329,10 +329,13 @@ func (r *Reader) read(p []byte, off int64) error {
 	// to r.work goroutines.
 	type span struct{ first, last int64 }
 	var spans []span
+	// Spans of about a quarter of each worker's share balance the load.
+	window := (r.blockOffset(last+1) - r.blockOffset(first)) / int64(4*r.work)
+	window = min(max(window, 64<<10), readWindow)
 	for b := first; b <= last; {
 		e := b
 		start := r.blockOffset(b)
-		for e < last && r.blockOffset(e+2)-start <= readWindow {
+		for e < last && r.blockOffset(e+2)-start <= window {
 			e++
 		}
 		spans = append(spans, span{b, e})
@@ -463,7 +466,9 @@ func (r *Reader) decode(dst, stored []byte, i int64) error {
 				i, r.blockOffset(i), want, got, core.ErrChecksum, core.ErrCorrupt)
 		}
 	}
-	n, err := r.codec.Decompress(dst, payload)
+	// Clip the capacity: dst is often a window of the caller's buffer whose
+	// neighbouring blocks other goroutines are decoding.
+	n, err := r.codec.Decompress(dst[:len(dst):len(dst)], payload)
 	if err != nil {
 		if !errors.Is(err, core.ErrCorrupt) {
 			err = fmt.Errorf("%w (%w)", err, core.ErrCorrupt)

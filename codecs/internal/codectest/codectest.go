@@ -80,6 +80,26 @@ func RoundTrip(t *testing.T, c core.Codec) {
 		if m != len(in) || !bytes.Equal(out, in) {
 			t.Fatalf("%s: %s: round trip gave %d bytes, different content", c.Name(), name, m)
 		}
+		// Neither direction may touch bytes beyond len(dst), even when the
+		// slice's capacity extends further: neighbouring blocks of one
+		// buffer are decoded concurrently.
+		guarded := bytes.Repeat([]byte{0xEE}, 2*len(in)+c.CompressBound(len(in))+64)
+		if m, err := c.Decompress(guarded[:len(in)], comp[:n]); err != nil || m != len(in) {
+			t.Fatalf("%s: %s: decompress into a window: %d, %v", c.Name(), name, m, err)
+		}
+		if bytes.Count(guarded[len(in):], []byte{0xEE}) != len(guarded)-len(in) {
+			t.Fatalf("%s: %s: decompress wrote beyond len(dst)", c.Name(), name)
+		}
+		bound := c.CompressBound(len(in))
+		for i := range guarded {
+			guarded[i] = 0xEE
+		}
+		if _, err := c.Compress(guarded[:bound], in); err != nil {
+			t.Fatalf("%s: %s: compress into a window: %v", c.Name(), name, err)
+		}
+		if bytes.Count(guarded[bound:], []byte{0xEE}) != len(guarded)-bound {
+			t.Fatalf("%s: %s: compress wrote beyond len(dst)", c.Name(), name)
+		}
 		// A destination one byte too small must be refused, not overrun.
 		if len(in) > 1 {
 			small := make([]byte, len(in)-1)
