@@ -109,6 +109,18 @@ func TestVectorsDecode(t *testing.T) {
 				t.Fatalf("VerifyBlocks without CRCs: %v", err)
 			}
 			checkRandomReads(t, r, want, 300)
+			// Many workers and no cache: every block decoded straight into
+			// the caller's buffer by concurrent goroutines.
+			r4, err := zfile.Open(openVector(t, rel), zfile.WithWorkers(4), zfile.WithCacheBytes(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r4.Close()
+			clear(got)
+			if n, err := r4.ReadAt(got, 0); n != len(got) || (err != nil && err != io.EOF) || !bytes.Equal(got, want) {
+				t.Fatalf("4 workers: %d, %v, equal %v", n, err, bytes.Equal(got, want))
+			}
+			checkRandomReads(t, r4, want, 100)
 		})
 	}
 }
