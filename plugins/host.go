@@ -337,7 +337,9 @@ func (p *Plugin) retire(in *instance, err error) {
 	}()
 }
 
-// supervise pings the running plugin and restarts one that died while idle.
+// supervise checks the running plugin's health (a control call with a
+// deadline: go-plugin's Ping has none) and restarts one that died while
+// idle.
 func (p *Plugin) supervise() {
 	defer p.wg.Done()
 	t := time.NewTicker(p.opts.healthInterval)
@@ -361,7 +363,10 @@ func (p *Plugin) supervise() {
 			p.retire(in, errors.New("process exited"))
 			continue
 		}
-		if err := in.proto.Ping(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), p.opts.callTimeout)
+		_, err := in.ctrl.Info(ctx)
+		cancel()
+		if err != nil {
 			p.retire(in, fmt.Errorf("health check: %w", err))
 		}
 	}

@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +19,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/codecs/lz4"
 	"github.com/overlaybd-go/overlaybd/codecs/zstd"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/plugins/internal/plugintest"
 )
 
 // faultBin is the test plugin binary (plugins/internal/faultplugin), built
@@ -26,20 +27,16 @@ import (
 var faultBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "plugins-test-")
+	bin, cleanup, err := plugintest.Build("github.com/overlaybd-go/overlaybd/plugins/internal/faultplugin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	faultBin = filepath.Join(dir, "faultplugin")
-	out, err := exec.Command("go", "build", "-o", faultBin, "github.com/overlaybd-go/overlaybd/plugins/internal/faultplugin").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build faultplugin: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	faultBin = bin
+	// Tests that care about logs pass their own logger.
+	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
@@ -88,24 +85,6 @@ func setMode(t *testing.T, control, mode string) {
 	}
 }
 
-// inputs are blocks of many sizes and kinds, up to ZFile's 64 KiB.
-func inputs() [][]byte {
-	r := rand.New(rand.NewPCG(1, 2))
-	var out [][]byte
-	for _, n := range []int{1, 2, 17, 100, 511, 512, 4095, 4096, 4097, 8192, 12345, 16384, 32768, 65535, 65536} {
-		random := make([]byte, n)
-		for i := range random {
-			random[i] = byte(r.Uint32())
-		}
-		pattern := make([]byte, n)
-		for i := range pattern {
-			pattern[i] = byte((uint32(i) * 2654435761) >> 24 & 0x0f)
-		}
-		out = append(out, random, pattern, make([]byte, n))
-	}
-	return out
-}
-
 func inProcess(t testing.TB, name string) core.Codec {
 	if name == "lz4" {
 		return lz4.Go()
@@ -117,7 +96,9 @@ func inProcess(t testing.TB, name string) core.Codec {
 	return z
 }
 
-func TestRoundTripManySizes(t *testing.T) {
+func inputs() [][]byte { return plugintest.Inputs() }
+
+func TestCodecChecksThroughPlugin(t *testing.T) {
 	p, _, _ := faultPlugin(t, "ok")
 	for _, name := range []string{"lz4", "zstd"} {
 		t.Run(name, func(t *testing.T) {
@@ -125,36 +106,17 @@ func TestRoundTripManySizes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ref := inProcess(t, name)
-			for _, in := range inputs() {
-				comp := make([]byte, c.CompressBound(len(in)))
-				n, err := c.Compress(comp, in)
-				if err != nil {
-					t.Fatalf("compress %d bytes: %v", len(in), err)
-				}
-				// What the plugin compresses, the in-process codec reads,
-				// and the other way round.
-				out := make([]byte, len(in))
-				if m, err := ref.Decompress(out, comp[:n]); err != nil || m != len(in) || !bytes.Equal(out, in) {
-					t.Fatalf("%d bytes compressed by the plugin: in-process decode gave %d, %v", len(in), m, err)
-				}
-				rcomp := make([]byte, ref.CompressBound(len(in)))
-				rn, err := ref.Compress(rcomp, in)
-				if err != nil {
-					t.Fatal(err)
-				}
-				clear(out)
-				if m, err := c.Decompress(out, rcomp[:rn]); err != nil || m != len(in) || !bytes.Equal(out, in) {
-					t.Fatalf("%d bytes: plugin decode gave %d, %v", len(in), m, err)
-				}
-				if len(in) > 1 {
-					if _, err := c.Decompress(make([]byte, len(in)-1), rcomp[:rn]); !errors.Is(err, core.ErrCorrupt) {
-						t.Fatalf("%d bytes into a short destination: err %v, want ErrCorrupt", len(in), err)
-					}
-				}
+			before, err := p.Stats(context.Background())
+			if err != nil {
+				t.Fatal(err)
 			}
-			if _, err := c.Decompress(make([]byte, 4096), []byte("definitely not compressed data")); !errors.Is(err, core.ErrCorrupt) {
-				t.Fatalf("garbage input: err %v, want ErrCorrupt", err)
+			plugintest.CheckCodec(t, c, inProcess(t, name))
+			after, err := p.Stats(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := after.Codecs[name].Decompressed - before.Codecs[name].Decompressed; d < uint64(2*len(inputs())) {
+				t.Fatalf("plugin decoded %d blocks", d)
 			}
 		})
 	}
@@ -484,4 +446,43 @@ func TestHealthRestartsIdleCrash(t *testing.T) {
 func execOutput(bin string, args ...string) (string, error) {
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	return string(out), err
+}
+
+func TestStoppedProcessReplaced(t *testing.T) {
+	p, _, _ := faultPlugin(t, "ok", WithHealthInterval(100*time.Millisecond), WithCallTimeout(300*time.Millisecond))
+	pid := p.Pid()
+	// A stopped process answers neither the data plane nor gRPC; the
+	// health check notices, kills it and starts another.
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Pid() == 0 || p.Pid() == pid {
+		if time.Now().After(deadline) {
+			t.Fatal("stopped plugin not replaced")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The old process is killed, not left stopped.
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			break
+		}
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) == 0 || f[0] == "Z" || f[0] == "X" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replaced plugin %d is still in state %s", pid, f[0])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c, err := p.Codec("lz4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Decompress(make([]byte, 16), []byte{0x10, 'a'}); err != nil || n != 1 {
+		t.Fatalf("after the replacement: %d, %v", n, err)
+	}
 }

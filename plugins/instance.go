@@ -24,8 +24,8 @@ import (
 
 // instance is one running process of a plugin with its data plane.
 type instance struct {
+	cmd    *exec.Cmd
 	client *goplugin.Client
-	proto  goplugin.ClientProtocol
 	ctrl   *wire.ControlClient
 	info   *wire.Info
 	pid    int
@@ -115,6 +115,7 @@ func launch(ctx context.Context, p *Plugin) (in *instance, err error) {
 	cmd.ExtraFiles = append([]*os.File{memFile}, childFiles...)
 	cmd.Env = []string{wire.EnvDataPlane + "=" + dp.String()}
 	cmd.Dir = "/"
+	in.cmd = cmd
 	var secure *goplugin.SecureConfig
 	if p.cfg.SHA256 != "" {
 		sum, err := hex.DecodeString(p.cfg.SHA256)
@@ -140,7 +141,6 @@ func launch(ctx context.Context, p *Plugin) (in *instance, err error) {
 		}
 		return in, fmt.Errorf("start %s: %w", p.path, err)
 	}
-	in.proto = proto
 	if rc := in.client.ReattachConfig(); rc != nil {
 		in.pid = rc.Pid
 	}
@@ -217,6 +217,18 @@ func (in *instance) teardown() {
 			ln.conn.Close()
 		}
 		if in.client != nil {
+			// A plugin exits when its doorbells close. One that does not
+			// (hung, stopped) is killed: go-plugin's own Kill first asks
+			// over gRPC, which a stopped process never answers.
+			for deadline := time.Now().Add(500 * time.Millisecond); !in.client.Exited() && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if !in.client.Exited() && in.cmd.Process != nil {
+				_ = in.cmd.Process.Kill()
+				for deadline := time.Now().Add(2 * time.Second); !in.client.Exited() && time.Now().Before(deadline); {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
 			in.client.Kill()
 		}
 		in.useMu.Lock()
@@ -231,6 +243,9 @@ func (in *instance) teardown() {
 // run serves blocks on one lane of the instance, in as many batches as the
 // lane needs.
 func (in *instance) run(op, id uint8, blocks []core.CodecBlock, timeout time.Duration) error {
+	if in.dead.Load() {
+		return errGone
+	}
 	in.useMu.RLock()
 	defer in.useMu.RUnlock()
 	if in.dead.Load() {
