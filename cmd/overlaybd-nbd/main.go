@@ -37,6 +37,7 @@ import (
 	"github.com/spf13/pflag"
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
+	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/image"
 	_ "github.com/overlaybd-go/overlaybd/engines/psync"
@@ -283,11 +284,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		}
 		images = append(images, img)
 		nexports = append(nexports, nbd.Export{
-			Name:         e.name,
-			Description:  e.config,
-			File:         img,
-			ReadOnly:     !img.Writable(),
-			MinBlockSize: 512,
+			Name:        e.name,
+			Description: e.config,
+			File:        img,
+			ReadOnly:    !img.Writable(),
+			Alignment:   core.SectorSize,
 		})
 		log.Info("export", "name", e.name, "config", e.config, "size", img.Size(), "writable", img.Writable(), "lowers", len(img.Layers))
 	}

@@ -54,7 +54,7 @@ func FuzzRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		x := &export{Export: Export{ReadOnly: readOnly, MinBlockSize: 512}, size: 1 << 20}
+		x := &export{Export: Export{ReadOnly: readOnly, Alignment: 512}, size: 1 << 20}
 		c := &conn{s: &Server{opts: Options{MaxRequest: 1 << 20}}, x: x, structured: structured, meta: structured}
 		errno, _ := c.check(r)
 		if errno != 0 {

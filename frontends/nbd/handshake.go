@@ -231,12 +231,13 @@ func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
 				}
 			}
 		}
-		// Block sizes are always sent: clients that did not ask for them
-		// ignore them, and the server enforces the minimum either way.
+		// Block sizes are always sent (clients that did not ask ignore
+		// them). Any alignment is accepted; the preferred size avoids
+		// read-modify-write.
 		b = make([]byte, 14)
 		binary.BigEndian.PutUint16(b[0:], infoBlockSize)
-		binary.BigEndian.PutUint32(b[2:], x.MinBlockSize)
-		binary.BigEndian.PutUint32(b[6:], max(4096, x.MinBlockSize))
+		binary.BigEndian.PutUint32(b[2:], 1)
+		binary.BigEndian.PutUint32(b[6:], max(4096, x.Alignment))
 		binary.BigEndian.PutUint32(b[10:], c.s.opts.MaxRequest)
 		if err := c.optReply(opt, repInfo, b); err != nil {
 			return false, err

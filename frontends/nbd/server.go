@@ -40,9 +40,12 @@ type Export struct {
 	// ReadOnly refuses writes with EPERM and advertises the export as
 	// read-only.
 	ReadOnly bool
-	// MinBlockSize is the alignment the File requires of offsets and
-	// lengths (1 or 0: any). Unaligned requests get EINVAL.
-	MinBlockSize uint32
+	// Alignment is the granularity the File requires of offsets and
+	// lengths (0 or 1: none; at most 64 KiB, a power of two). The server
+	// still accepts requests of any alignment: it widens unaligned reads
+	// and performs unaligned writes by read-modify-write, serialised
+	// against the export's other writes.
+	Alignment uint32
 }
 
 // Options tune a Server.
@@ -79,6 +82,10 @@ type export struct {
 	discard  core.Discarder
 	zeroer   core.ZeroWriter
 	statuser core.BlockStatuser
+	// rmw is held exclusively by unaligned writes (read-modify-write) and
+	// shared by every other write, so that no write lands between the
+	// read and the write of a read-modify-write.
+	rmw sync.RWMutex
 }
 
 // Server serves a fixed set of exports on any number of listeners.
@@ -135,11 +142,11 @@ func NewServer(exports []Export, opts Options) (*Server, error) {
 		if size < 0 {
 			return nil, fmt.Errorf("nbd: export %q: negative size %d", e.Name, size)
 		}
-		if e.MinBlockSize == 0 {
-			e.MinBlockSize = 1
+		if e.Alignment == 0 {
+			e.Alignment = 1
 		}
-		if e.MinBlockSize&(e.MinBlockSize-1) != 0 || e.MinBlockSize > 64<<10 {
-			return nil, fmt.Errorf("nbd: export %q: minimum block size %d is not a power of two ≤ 64 KiB", e.Name, e.MinBlockSize)
+		if e.Alignment&(e.Alignment-1) != 0 || e.Alignment > 64<<10 {
+			return nil, fmt.Errorf("nbd: export %q: alignment %d is not a power of two ≤ 64 KiB", e.Name, e.Alignment)
 		}
 		x := &export{Export: e, size: uint64(size)}
 		x.flags = flagHasFlags | flagCanMultiConn | flagSendCache

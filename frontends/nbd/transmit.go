@@ -128,15 +128,11 @@ func (c *conn) check(r request) (uint32, string) {
 	if r.typ == cmdBlockStatus && r.length == 0 {
 		return errnoInval, "block status of an empty range"
 	}
-	if m := uint64(x.MinBlockSize); m > 1 && (r.offset%m != 0 || uint64(r.length)%m != 0) {
-		return errnoInval, fmt.Sprintf("range [%d, %d) not aligned to %d bytes", r.offset, end, m)
-	}
 	return 0, ""
 }
 
 // execute performs a valid request and replies to it.
 func (c *conn) execute(r request, payload []byte) {
-	f := c.x.File
 	off := int64(r.offset)
 	n := int64(r.length)
 	var err error
@@ -144,26 +140,24 @@ func (c *conn) execute(r request, payload []byte) {
 	case cmdRead:
 		c.read(r)
 		return
+	case cmdBlockStatus:
+		c.blockStatus(r)
+		return
 	case cmdWrite:
-		_, err = f.WriteAt(payload, off)
+		err = c.write(payload, off)
 	case cmdFlush:
 		if !c.x.ReadOnly {
-			err = f.Sync()
+			err = c.x.File.Sync()
 		}
 	case cmdTrim:
-		if c.x.discard != nil && n > 0 {
-			err = c.x.discard.Discard(off, n)
-		}
+		err = c.trim(off, n)
 	case cmdWriteZeroes:
 		err = c.writeZeroes(off, n, r.flags&cmdFlagNoHole != 0)
 	case cmdCache:
 		err = c.cache(off, n)
-	case cmdBlockStatus:
-		c.blockStatus(r)
-		return
 	}
 	if err == nil && r.flags&cmdFlagFUA != 0 {
-		err = f.Sync()
+		err = c.x.File.Sync()
 	}
 	if err != nil {
 		c.log.Warn("request failed", "cmd", r.typ, "offset", off, "length", n, "err", err)
@@ -173,23 +167,116 @@ func (c *conn) execute(r request, payload []byte) {
 	c.replyOK(r)
 }
 
-func (c *conn) writeZeroes(off, n int64, noHole bool) error {
-	if c.x.zeroer != nil && !noHole {
-		return c.x.zeroer.WriteZeroes(off, n)
+// aligned reports whether [off, off+n) meets the file's alignment.
+func (x *export) aligned(off, n int64) bool {
+	a := int64(x.Alignment)
+	return off%a == 0 && n%a == 0
+}
+
+// widen returns the smallest aligned range holding [off, off+n), clipped to
+// the export's size.
+func (x *export) widen(off, n int64) (int64, int64) {
+	a := int64(x.Alignment)
+	s := off / a * a
+	e := min((off+n+a-1)/a*a, int64(x.size))
+	return s, e - s
+}
+
+// readAt reads exactly len(p) bytes at off, widening unaligned reads.
+func (c *conn) readAt(p []byte, off int64) error {
+	x := c.x
+	if x.aligned(off, int64(len(p))) {
+		return readFull(x.File, p, off)
 	}
-	for n > 0 {
-		k := min(n, zeroChunk)
-		if _, err := c.x.File.WriteAt(zeroBuf[:k], off); err != nil {
+	s, l := x.widen(off, int64(len(p)))
+	buf := c.s.bufs.get(int(l))
+	defer c.s.bufs.put(buf)
+	if err := readFull(x.File, buf, s); err != nil {
+		return err
+	}
+	copy(p, buf[off-s:])
+	return nil
+}
+
+// write writes p at off; unaligned writes are read-modify-write under the
+// export's exclusive lock.
+func (c *conn) write(p []byte, off int64) error {
+	x := c.x
+	if x.aligned(off, int64(len(p))) {
+		x.rmw.RLock()
+		defer x.rmw.RUnlock()
+		_, err := x.File.WriteAt(p, off)
+		return err
+	}
+	x.rmw.Lock()
+	defer x.rmw.Unlock()
+	s, l := x.widen(off, int64(len(p)))
+	buf := c.s.bufs.get(int(l))
+	defer c.s.bufs.put(buf)
+	if err := readFull(x.File, buf, s); err != nil {
+		return err
+	}
+	copy(buf[off-s:], p)
+	_, err := x.File.WriteAt(buf, s)
+	return err
+}
+
+// trim discards the aligned part of the range (a trim is a hint).
+func (c *conn) trim(off, n int64) error {
+	x := c.x
+	if x.discard == nil {
+		return nil
+	}
+	a := int64(x.Alignment)
+	s, e := (off+a-1)/a*a, (off+n)/a*a
+	if e <= s {
+		return nil
+	}
+	x.rmw.RLock()
+	defer x.rmw.RUnlock()
+	return x.discard.Discard(s, e-s)
+}
+
+// writeZeroes zeroes the range: unaligned head and tail by read-modify-write,
+// the aligned middle with the file's ZeroWriter (unless noHole) or by
+// writing zeros.
+func (c *conn) writeZeroes(off, n int64, noHole bool) error {
+	x := c.x
+	a := int64(x.Alignment)
+	end := off + n
+	h := min((off+a-1)/a*a, end)
+	t := max(end/a*a, h)
+	if h > off {
+		if err := c.write(zeroBuf[:h-off], off); err != nil {
 			return err
 		}
-		off += k
-		n -= k
+	}
+	if end > t {
+		if err := c.write(zeroBuf[:end-t], t); err != nil {
+			return err
+		}
+	}
+	if t <= h {
+		return nil
+	}
+	x.rmw.RLock()
+	defer x.rmw.RUnlock()
+	if x.zeroer != nil && !noHole {
+		return x.zeroer.WriteZeroes(h, t-h)
+	}
+	for pos := h; pos < t; {
+		k := min(t-pos, zeroChunk)
+		if _, err := x.File.WriteAt(zeroBuf[:k], pos); err != nil {
+			return err
+		}
+		pos += k
 	}
 	return nil
 }
 
 // cache reads the range so that the layers below (remote caches) hold it.
 func (c *conn) cache(off, n int64) error {
+	off, n = c.x.widen(off, n)
 	buf := c.s.bufs.get(int(min(n, cacheChunk)))
 	defer c.s.bufs.put(buf)
 	for n > 0 {
@@ -219,7 +306,7 @@ func readFull(f io.ReaderAt, p []byte, off int64) error {
 func (c *conn) read(r request) {
 	buf := c.s.bufs.get(int(r.length))
 	defer c.s.bufs.put(buf)
-	if err := readFull(c.x.File, buf, int64(r.offset)); err != nil {
+	if err := c.readAt(buf, int64(r.offset)); err != nil {
 		c.log.Warn("read failed", "offset", r.offset, "length", r.length, "err", err)
 		c.replyError(r, errnoOf(err), err.Error())
 		return
@@ -266,6 +353,28 @@ func (c *conn) extents(off, n int64, reqOne bool) ([]core.Extent, error) {
 	if c.x.statuser == nil {
 		return []core.Extent{{Offset: off, Length: n}}, nil
 	}
+	s, l := c.x.widen(off, n)
+	out, err := c.alignedExtents(s, l, reqOne)
+	if err != nil || s == off && l == n {
+		return out, err
+	}
+	// Cut the widened answer back to the request.
+	end := off + n
+	cut := out[:0]
+	for _, e := range out {
+		st, en := max(e.Offset, off), min(e.Offset+e.Length, end)
+		if en > st {
+			cut = append(cut, core.Extent{Offset: st, Length: en - st, Flags: e.Flags})
+		}
+	}
+	if len(cut) == 0 {
+		return nil, fmt.Errorf("block status at %d: no usable extent: %w", off, core.ErrCorrupt)
+	}
+	return cut, nil
+}
+
+// alignedExtents is extents for a range that meets the file's alignment.
+func (c *conn) alignedExtents(off, n int64, reqOne bool) ([]core.Extent, error) {
 	end := off + n
 	var out []core.Extent
 	pos := off
