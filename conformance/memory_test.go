@@ -155,7 +155,11 @@ type writableRO struct{ *memFile }
 func (w writableRO) WriteAt(p []byte, off int64) (int, error) { return len(p), nil }
 
 func TestSuitePassesCorrectImplementation(t *testing.T) {
-	_, err := RunWritable(memKind{name: "memory"}, t.TempDir(), WritableOptions{Seed: 1, Ops: 3000, Logf: t.Logf})
+	ops := 3000
+	if testing.Short() {
+		ops = 1000
+	}
+	_, err := RunWritable(memKind{name: "memory"}, t.TempDir(), WritableOptions{Seed: 1, Ops: ops, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
