@@ -426,3 +426,10 @@ func (p *Plugin) do(op, id uint8, blocks []core.CodecBlock) error {
 		return fmt.Errorf("codec plugin %s: %w", p.cfg.Path, err)
 	}
 }
+
+// LoadGlobal is Load for the codecPlugins of a parsed overlaybd.json: the
+// daemons and tools call it once after config.LoadGlobal and Close the Host
+// on exit.
+func LoadGlobal(ctx context.Context, g *config.Global, opts ...Option) (*Host, error) {
+	return Load(ctx, g.CodecPlugins, filepath.Dir(g.File), opts...)
+}

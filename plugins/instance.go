@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,7 +114,7 @@ func launch(ctx context.Context, p *Plugin) (in *instance, err error) {
 
 	cmd := exec.Command(p.path, p.cfg.Args...)
 	cmd.ExtraFiles = append([]*os.File{memFile}, childFiles...)
-	cmd.Env = []string{wire.EnvDataPlane + "=" + dp.String()}
+	cmd.Env = append(pluginEnv(), wire.EnvDataPlane+"="+dp.String())
 	cmd.Dir = "/"
 	in.cmd = cmd
 	var secure *goplugin.SecureConfig
@@ -133,6 +134,7 @@ func launch(ctx context.Context, p *Plugin) (in *instance, err error) {
 		Logger:           p.hlog,
 		StartTimeout:     o.startTimeout,
 		AutoMTLS:         true,
+		SkipHostEnv:      true,
 	})
 	proto, err := in.client.Client()
 	if err != nil {
@@ -394,4 +396,21 @@ func (ln *lane) ioFailure(what string, err error) error {
 		return crashed("%s: plugin process went away: %v", what, err)
 	}
 	return crashed("%s: %v", what, err)
+}
+
+// pluginEnv is the part of the host's environment a plugin inherits: what a
+// process needs to find its libraries and temporary files, and variables
+// meant for plugins (OVERLAYBD_PLUGIN_*), never the rest (a daemon's
+// environment may hold credentials).
+func pluginEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "PATH", k == "LD_LIBRARY_PATH", k == "TMPDIR", k == "TZ", k == "LANG", strings.HasPrefix(k, "LC_"),
+			strings.HasPrefix(k, "OVERLAYBD_PLUGIN_"):
+			env = append(env, kv)
+		}
+	}
+	return env
 }
