@@ -40,7 +40,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/image"
-	_ "github.com/overlaybd-go/overlaybd/engines/psync"
+	_ "github.com/overlaybd-go/overlaybd/engines/all"
 	"github.com/overlaybd-go/overlaybd/frontends/nbd"
 )
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -309,18 +310,15 @@ func TestServeWritableThenCommit(t *testing.T) {
 	}
 	srv.stop(t)
 
-	// Commit the upper and read the committed stack back.
-	w, err := lsmt.OpenWritable(open(data), open(index))
-	if err != nil {
-		t.Fatal(err)
+	// Commit the upper with overlaybd-commit and read the committed stack
+	// back.
+	commitTool := filepath.Join(dir, "overlaybd-commit")
+	gocmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if out, err := exec.Command(gocmd, "build", "-o", commitTool, "../overlaybd-commit").CombinedOutput(); err != nil {
+		t.Fatalf("build overlaybd-commit: %v\n%s", err, out)
 	}
 	commit := filepath.Join(dir, "upper.commit")
-	cf, _ := os.Create(commit)
-	if err := w.Commit(cf, lsmt.CommitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cf.Close()
-	w.Close()
+	runTool(t, commitTool, "-m", "qemu-io writes", data, index, commit)
 	st, err := lsmt.OpenStack([]core.File{open(a), open(b), open(commit)}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -502,5 +500,39 @@ func TestExt4ImageThroughNbdfuse(t *testing.T) {
 	runTool(t, "e2fsck", "-fn", out)
 	if got := runTool(t, "debugfs", "-R", "cat /new.txt", out); !strings.Contains(got, string(written[:4000])) {
 		t.Fatal("the written file is not in the reopened image")
+	}
+}
+
+// TestIOEngines serves the vector stack with every ioEngine of
+// overlaybd.json and copies it out.
+func TestIOEngines(t *testing.T) {
+	nbdcopy := needTool(t, "nbdcopy")
+	dir := t.TempDir()
+	lowers := []any{}
+	for _, l := range []string{"A.commit", "B.zstd-bs16.zcommit", "C.commit"} {
+		// Copies on the test's file system, where O_DIRECT is likely to work.
+		b, _ := os.ReadFile(testvectors.Path(t, "stack/"+l))
+		p := filepath.Join(dir, l)
+		os.WriteFile(p, b, 0o644)
+		lowers = append(lowers, map[string]any{"file": p})
+	}
+	cfg := writeJSON(t, filepath.Join(dir, "stack.json"), map[string]any{"lowers": lowers})
+	for _, engine := range []any{0, 1, 2, 3, "io_uring"} {
+		svc := writeJSON(t, filepath.Join(dir, "obd.json"), map[string]any{"ioEngine": engine, "logPath": ""})
+		sock := filepath.Join(dir, "nbd.sock")
+		srv := start(t, "--unix", sock, "--service_config_path", svc, cfg)
+		out := filepath.Join(dir, "out.raw")
+		os.Remove(out)
+		runTool(t, nbdcopy, unixURI(sock, ""), out)
+		srv.stop(t)
+		got, _ := os.ReadFile(out)
+		if s := sha256.Sum256(got); hex.EncodeToString(s[:]) != shaMerged {
+			t.Errorf("ioEngine %v: sha256 %x", engine, s)
+		}
+	}
+	svc := writeJSON(t, filepath.Join(dir, "bad.json"), map[string]any{"ioEngine": 7})
+	var log syncBuffer
+	if code := run(context.Background(), []string{"--unix", filepath.Join(dir, "x.sock"), "--service_config_path", svc, cfg}, &log, nil); code != exitFailure {
+		t.Errorf("ioEngine 7: exit %d\n%s", code, log.String())
 	}
 }
