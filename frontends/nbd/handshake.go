@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 const (
@@ -44,16 +46,18 @@ type conn struct {
 	wmu      sync.Mutex // serialises replies
 	broken   atomic.Bool
 	sem      chan struct{}
+	bytes    *semaphore.Weighted // payload bytes in flight
 	inflight sync.WaitGroup
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{
-		s:   s,
-		nc:  nc,
-		log: s.log.With("remote", nc.RemoteAddr().String()),
-		br:  bufio.NewReaderSize(nc, 64<<10),
-		sem: make(chan struct{}, s.opts.MaxInFlight),
+		s:     s,
+		nc:    nc,
+		log:   s.log.With("remote", nc.RemoteAddr().String()),
+		br:    bufio.NewReaderSize(nc, 64<<10),
+		sem:   make(chan struct{}, s.opts.MaxInFlight),
+		bytes: semaphore.NewWeighted(s.opts.MaxInFlightBytes),
 	}
 }
 

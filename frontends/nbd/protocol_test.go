@@ -591,3 +591,52 @@ func TestUnalignedRequests(t *testing.T) {
 		t.Fatal("file differs from the model")
 	}
 }
+
+// countingFile records the largest number of reads in progress at once.
+type countingFile struct {
+	core.File
+	mu       sync.Mutex
+	cur, max int
+}
+
+func (c *countingFile) ReadAt(p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	c.cur++
+	c.max = max(c.max, c.cur)
+	c.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	c.mu.Lock()
+	c.cur--
+	c.mu.Unlock()
+	return c.File.ReadAt(p, off)
+}
+
+// TestInFlightBounds: a connection runs at most MaxInFlight requests and
+// buffers at most MaxInFlightBytes at once.
+func TestInFlightBounds(t *testing.T) {
+	f, _ := newFile(t, 8<<20, true)
+	for _, tc := range []struct {
+		opts   Options
+		length uint32
+		want   int
+	}{
+		{Options{MaxInFlight: 3}, 4096, 3},
+		{Options{MaxRequest: 1 << 20, MaxInFlightBytes: 2 << 20}, 1 << 20, 2},
+	} {
+		cf := &countingFile{File: f}
+		_, sock := startServer(t, []Export{{File: cf, ReadOnly: true}}, tc.opts)
+		rc := dialRaw(t, sock)
+		rc.goExport("", false)
+		for i := range 8 {
+			rc.request(0, cmdRead, uint64(i), uint64(i)*uint64(tc.length), tc.length, nil)
+		}
+		for range 8 {
+			if errno, _, _ := rc.simpleReply(int(tc.length)); errno != 0 {
+				t.Fatal(errno)
+			}
+		}
+		if cf.max != tc.want {
+			t.Errorf("%+v: %d reads at once, want %d", tc.opts, cf.max, tc.want)
+		}
+	}
+}

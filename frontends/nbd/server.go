@@ -55,6 +55,11 @@ type Options struct {
 	// MaxInFlight bounds the requests one connection has in progress at
 	// once (default 64).
 	MaxInFlight int
+	// MaxInFlightBytes bounds the data buffers (read and write payloads)
+	// one connection holds at once (default 64 MiB, at least MaxRequest),
+	// so that a client cannot make the server buffer MaxInFlight maximal
+	// requests.
+	MaxInFlightBytes int64
 	// HandshakeTimeout bounds the option negotiation of a connection
 	// (default 30 s; negative: none).
 	HandshakeTimeout time.Duration
@@ -66,6 +71,7 @@ type Options struct {
 const (
 	DefaultMaxRequest       = 32 << 20
 	DefaultMaxInFlight      = 64
+	DefaultMaxInFlightBytes = 64 << 20
 	DefaultHandshakeTimeout = 30 * time.Second
 	// DefaultPort is the IANA port of NBD.
 	DefaultPort = 10809
@@ -111,6 +117,10 @@ func NewServer(exports []Export, opts Options) (*Server, error) {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
+	if opts.MaxInFlightBytes <= 0 {
+		opts.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	opts.MaxInFlightBytes = max(opts.MaxInFlightBytes, int64(opts.MaxRequest))
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}

@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,6 +44,23 @@ func (c *conn) transmit() {
 			c.log.Warn("dropping connection", "err", err)
 			return
 		}
+		// Reserve the request's buffer space before reading its payload.
+		weight := int64(0)
+		if (req.typ == cmdWrite || req.typ == cmdRead) && req.length <= c.s.opts.MaxRequest {
+			weight = int64(req.length)
+		} else if req.typ == cmdCache {
+			weight = cacheChunk
+		}
+		if weight > 0 {
+			if err := c.bytes.Acquire(context.Background(), weight); err != nil {
+				return
+			}
+		}
+		release := func() {
+			if weight > 0 {
+				c.bytes.Release(weight)
+			}
+		}
 		var payload []byte
 		if req.typ == cmdWrite {
 			if req.length > c.s.opts.MaxRequest {
@@ -57,15 +75,18 @@ func (c *conn) transmit() {
 			payload = c.s.bufs.get(int(req.length))
 			if _, err := io.ReadFull(c.br, payload); err != nil {
 				c.s.bufs.put(payload)
+				release()
 				c.log.Debug("client left in the middle of a write", "err", err)
 				return
 			}
 		}
 		if req.typ == cmdDisc {
+			release()
 			return
 		}
 		if errno, msg := c.check(req); errno != 0 {
 			c.s.bufs.put(payload)
+			release()
 			c.replyError(req, errno, msg)
 			continue
 		}
@@ -74,6 +95,7 @@ func (c *conn) transmit() {
 		go func() {
 			defer func() {
 				c.s.bufs.put(payload)
+				release()
 				<-c.sem
 				c.inflight.Done()
 			}()
