@@ -304,12 +304,11 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-// gateFile blocks reads at offset 0 until a read elsewhere has completed, to
+// gateFile blocks reads at offset 0 until the test opens the gate, to
 // prove that one connection's requests are served concurrently and replied
 // to out of order.
 type gateFile struct {
 	core.File
-	once sync.Once
 	gate chan struct{}
 }
 
@@ -319,8 +318,6 @@ func (g *gateFile) ReadAt(p []byte, off int64) (int, error) {
 		case <-g.gate:
 		case <-time.After(10 * time.Second):
 		}
-	} else {
-		defer g.once.Do(func() { close(g.gate) })
 	}
 	return g.File.ReadAt(p, off)
 }
@@ -333,7 +330,10 @@ func TestOutOfOrderReplies(t *testing.T) {
 	rc.goExport("", true)
 	rc.request(0, cmdRead, 100, 0, 4096, nil)
 	rc.request(0, cmdRead, 200, 65536, 4096, nil)
+	// A server that served requests in order would answer 100 first,
+	// after the gate's timeout.
 	first := rc.chunk()
+	close(g.gate)
 	second := rc.chunk()
 	if first.handle != 200 || second.handle != 100 {
 		t.Fatalf("reply order %d, %d: want 200 then 100", first.handle, second.handle)
@@ -635,8 +635,11 @@ func TestInFlightBounds(t *testing.T) {
 				t.Fatal(errno)
 			}
 		}
-		if cf.max != tc.want {
-			t.Errorf("%+v: %d reads at once, want %d", tc.opts, cf.max, tc.want)
+		cf.mu.Lock()
+		got := cf.max
+		cf.mu.Unlock()
+		if got != tc.want {
+			t.Errorf("%+v: %d reads at once, want %d", tc.opts, got, tc.want)
 		}
 	}
 }
