@@ -31,10 +31,22 @@ type Config struct {
 	// ReadRetry is how long failing reads are retried (see Disk.ReadRetry).
 	ReadRetry time.Duration
 	// Dial opens a generic netlink connection; nil uses genetlink.Dial.
-	// Tests substitute genltest.
-	Dial func() (*genetlink.Conn, error)
+	// Tests substitute genltest connections.
+	Dial func() (Conn, error)
 	// Root prefixes the /sys and /dev paths (tests); empty is "/".
 	Root string
+}
+
+// Conn is the part of a *genetlink.Conn the server uses. Two are opened:
+// one joins the multicast group and receives the kernel's events, the
+// other carries SET_FEATURES and the replies.
+type Conn interface {
+	GetFamily(name string) (genetlink.Family, error)
+	JoinGroup(group uint32) error
+	Receive() ([]genetlink.Message, []netlink.Message, error)
+	Execute(m genetlink.Message, family uint16, flags netlink.HeaderFlags) ([]genetlink.Message, error)
+	SetReadDeadline(t time.Time) error
+	Close() error
 }
 
 // Server is the TCMU handler process side: it registers with the kernel's
@@ -45,7 +57,7 @@ type Server struct {
 	open      OpenFunc
 	log       *slog.Logger
 	readRetry time.Duration
-	dial      func() (*genetlink.Conn, error)
+	dial      func() (Conn, error)
 	sysfs     string
 	devDir    string
 	configfs  string
@@ -55,7 +67,7 @@ type Server struct {
 	devices map[uint32]*device
 	locks   map[uint32]*sync.Mutex // serialises the events of one minor
 	family  genetlink.Family
-	cmds    *genetlink.Conn
+	cmds    Conn
 	wg      sync.WaitGroup
 	ready   chan struct{}
 }
@@ -78,7 +90,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.log = slog.Default()
 	}
 	if s.dial == nil {
-		s.dial = func() (*genetlink.Conn, error) { return genetlink.Dial(nil) }
+		s.dial = func() (Conn, error) { return genetlink.Dial(nil) }
 	}
 	root := cfg.Root
 	if root == "" {
@@ -155,19 +167,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.reattach(ctx)
 	unblock()
 
-	if err := events.SetReadBuffer(4 << 20); err != nil {
-		s.log.Warn("enlarging the netlink receive buffer failed", "err", err)
-	}
-	if rc, err := events.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
-				s.log.Debug("SO_RCVBUFFORCE failed", "err", err)
-			}
-		})
-	}
-	if err := events.SetOption(netlink.NoENOBUFS, true); err != nil {
-		s.log.Warn("setting NETLINK_NO_ENOBUFS failed", "err", err)
-	}
+	tuneEvents(events, s.log)
 
 	stop := context.AfterFunc(ctx, func() { events.SetReadDeadline(time.Now()) })
 	defer stop()
@@ -201,6 +201,32 @@ func (s *Server) Run(ctx context.Context) error {
 	s.wg.Wait()
 	s.shutdown()
 	return nil
+}
+
+// tuneEvents enlarges the event socket's receive buffer to 4 MiB and stops
+// it from reporting overruns, as upstream does; failures are only logged.
+func tuneEvents(c Conn, log *slog.Logger) {
+	if t, isTunable := c.(interface{ SetReadBuffer(int) error }); isTunable {
+		if err := t.SetReadBuffer(4 << 20); err != nil {
+			log.Warn("enlarging the netlink receive buffer failed", "err", err)
+		}
+	}
+	if t, isTunable := c.(interface{ SyscallConn() (syscall.RawConn, error) }); isTunable {
+		if rc, err := t.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
+					log.Debug("SO_RCVBUFFORCE failed", "err", err)
+				}
+			})
+		}
+	}
+	if t, isTunable := c.(interface {
+		SetOption(netlink.ConnOption, bool) error
+	}); isTunable {
+		if err := t.SetOption(netlink.NoENOBUFS, true); err != nil {
+			log.Warn("setting NETLINK_NO_ENOBUFS failed", "err", err)
+		}
+	}
 }
 
 func (s *Server) setFeatures() error {
