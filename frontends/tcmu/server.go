@@ -211,7 +211,9 @@ func tuneEvents(c Conn, log *slog.Logger) {
 			log.Warn("enlarging the netlink receive buffer failed", "err", err)
 		}
 	}
-	if t, isTunable := c.(interface{ SyscallConn() (syscall.RawConn, error) }); isTunable {
+	if t, isTunable := c.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	}); isTunable {
 		if rc, err := t.SyscallConn(); err == nil {
 			_ = rc.Control(func(fd uintptr) {
 				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
