@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"github.com/overlaybd-go/overlaybd/core"
@@ -45,8 +46,57 @@ func ptr(b []byte) unsafe.Pointer {
 	return unsafe.Pointer(&b[0])
 }
 
+// Contexts are reused: ZSTD_compress and ZSTD_decompress create and free
+// one per call, which costs more than decoding a small block. The pools are
+// bounded channels so that no C memory is leaked or held without limit;
+// ZSTD_compressCCtx with a reused context writes exactly what
+// ZSTD_compress writes.
+var (
+	cctxs = make(chan *C.ZSTD_CCtx, 2*runtime.GOMAXPROCS(0))
+	dctxs = make(chan *C.ZSTD_DCtx, 2*runtime.GOMAXPROCS(0))
+)
+
+func getCCtx() *C.ZSTD_CCtx {
+	select {
+	case c := <-cctxs:
+		return c
+	default:
+		return C.ZSTD_createCCtx()
+	}
+}
+
+func putCCtx(c *C.ZSTD_CCtx) {
+	select {
+	case cctxs <- c:
+	default:
+		C.ZSTD_freeCCtx(c)
+	}
+}
+
+func getDCtx() *C.ZSTD_DCtx {
+	select {
+	case c := <-dctxs:
+		return c
+	default:
+		return C.ZSTD_createDCtx()
+	}
+}
+
+func putDCtx(c *C.ZSTD_DCtx) {
+	select {
+	case dctxs <- c:
+	default:
+		C.ZSTD_freeDCtx(c)
+	}
+}
+
 func (nativeCodec) Compress(dst, src []byte) (int, error) {
-	n := C.ZSTD_compress(ptr(dst), C.size_t(len(dst)), ptr(src), C.size_t(len(src)), C.int(Level))
+	cctx := getCCtx()
+	if cctx == nil {
+		return 0, fmt.Errorf("zstd: cannot allocate a compression context")
+	}
+	n := C.ZSTD_compressCCtx(cctx, ptr(dst), C.size_t(len(dst)), ptr(src), C.size_t(len(src)), C.int(Level))
+	putCCtx(cctx)
 	if C.ZSTD_isError(n) != 0 {
 		return 0, fmt.Errorf("zstd: compress %d bytes: %s", len(src), C.GoString(C.ZSTD_getErrorName(n)))
 	}
@@ -57,7 +107,12 @@ func (nativeCodec) Decompress(dst, src []byte) (int, error) {
 	if err := checkFrame(src, len(dst)); err != nil {
 		return 0, err
 	}
-	n := C.ZSTD_decompress(ptr(dst), C.size_t(len(dst)), ptr(src), C.size_t(len(src)))
+	dctx := getDCtx()
+	if dctx == nil {
+		return 0, fmt.Errorf("zstd: cannot allocate a decompression context")
+	}
+	n := C.ZSTD_decompressDCtx(dctx, ptr(dst), C.size_t(len(dst)), ptr(src), C.size_t(len(src)))
+	putDCtx(dctx)
 	if C.ZSTD_isError(n) != 0 {
 		return 0, fmt.Errorf("zstd: decompress %d bytes: %s: %w", len(src), C.GoString(C.ZSTD_getErrorName(n)), core.ErrCorrupt)
 	}
