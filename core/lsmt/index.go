@@ -2,7 +2,6 @@ package lsmt
 
 import (
 	"fmt"
-	"math/bits"
 	"sort"
 
 	"github.com/overlaybd-go/overlaybd/core"
@@ -179,52 +178,23 @@ func (x *rwIndex) All() []Mapping {
 }
 
 // flatIndex is an immutable sorted, non-overlapping array of mappings with
-// a search layout built for lookups: the end sectors are stored a second
-// time in Eytzinger (breadth-first binary tree) order, so a search walks one
-// cache-friendly array top-down without unpredictable branches, and the
-// first cache lines hold the top levels of the tree for every search.
+// a lookup structure (radixIndex) over the records' end sectors.
 type flatIndex struct {
 	recs []Mapping
-	eyt  []uint64 // eyt[1..n]: record end sectors in Eytzinger order; eyt[0] unused
-	rank []int32  // rank[k]: position in recs of eyt[k]; rank[0] = n
+	rx   *radixIndex
 }
 
 func newFlatIndex(recs []Mapping) *flatIndex {
-	n := len(recs)
-	ix := &flatIndex{recs: recs, eyt: make([]uint64, n+1), rank: make([]int32, n+1)}
-	ix.rank[0] = int32(n)
-	i := 0
-	var build func(k int)
-	build = func(k int) {
-		if k > n {
-			return
-		}
-		build(2 * k)
-		ix.eyt[k] = recs[i].End()
-		ix.rank[k] = int32(i)
-		i++
-		build(2*k + 1)
+	ends := make([]uint64, len(recs))
+	for i := range recs {
+		ends[i] = recs[i].End()
 	}
-	build(1)
-	return ix
+	return &flatIndex{recs: recs, rx: newRadixIndex(ends)}
 }
 
 // first returns the position of the first record that ends after sector s
 // (len(recs) if none).
-func (ix *flatIndex) first(s uint64) int {
-	eyt := ix.eyt
-	n := uint(len(eyt) - 1)
-	k := uint(1)
-	for k <= n {
-		next := 2 * k
-		if eyt[k] <= s {
-			next++
-		}
-		k = next
-	}
-	k >>= uint(bits.TrailingZeros(^k)) + 1
-	return int(ix.rank[k])
-}
+func (ix *flatIndex) first(s uint64) int { return ix.rx.upper(s) }
 
 // Lookup appends to dst the records intersecting sectors [b, e), clipped
 // to the range.

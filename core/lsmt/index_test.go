@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -270,5 +271,44 @@ func TestCoalesceLimit(t *testing.T) {
 	// 255 chunks of 64 = 16320 < 16383; a 256th would reach 16384.
 	if out[0].Length != 16320 || out[1].Length != 16320 || out[2].Length != 600*64-2*16320 {
 		t.Fatalf("coalesced lengths %v", out)
+	}
+}
+
+func TestRadixIndex(t *testing.T) {
+	r := rand.New(rand.NewPCG(seed(t), 5))
+	for round := 0; round < 200; round++ {
+		n := r.IntN(3000)
+		keys := make([]uint64, n)
+		k := uint64(0)
+		if r.IntN(4) == 0 {
+			k = r.Uint64N(1 << 49)
+		}
+		for i := range keys {
+			switch r.IntN(10) {
+			case 0:
+				k += r.Uint64N(1 << 40) // huge gap
+			case 1:
+				// duplicate (zero-length records)
+			default:
+				k += 1 + r.Uint64N(100)
+			}
+			keys[i] = k
+		}
+		x := newRadixIndex(keys)
+		for i := 0; i < 300; i++ {
+			var q uint64
+			if n > 0 && r.IntN(2) == 0 {
+				q = keys[r.IntN(n)] - uint64(r.IntN(2))
+			} else {
+				q = r.Uint64N(k + 10)
+			}
+			want := sort.Search(n, func(j int) bool { return keys[j] > q })
+			if got := x.upper(q); got != want {
+				t.Fatalf("round %d n %d: upper(%d) = %d, want %d", round, n, q, got, want)
+			}
+		}
+		if got := x.upper(^uint64(0)); got != n {
+			t.Fatalf("upper(max) = %d", got)
+		}
 	}
 }
