@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
@@ -154,6 +155,55 @@ func BenchmarkCompress(b *testing.B) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// BenchmarkExtractRatio interleaves its peers at a fine grain to cancel the
+// noise of a shared machine: for every 4 MiB chunk of the file it times the
+// bare codec decoding that chunk's blocks from memory, then the Reader
+// reading the chunk from the page cache. It reports the Reader's speed as a
+// fraction of the bare codec's ("speed-ratio"; ≥ 1 means faster).
+func BenchmarkExtractRatio(b *testing.B) {
+	in := benchInput()
+	dir := b.TempDir()
+	const chunk = 4 << 20
+	for _, c := range benchCases {
+		z := compress(b, in, zfile.Options{Algorithm: c.algo, BlockSize: c.bs})
+		name := fmt.Sprintf("%s-bs%d", c.algo, c.bs/1024)
+		for _, workers := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/workers%d", name, workers), func(b *testing.B) {
+				r, err := zfile.Open(benchFile(b, dir, name, z), zfile.WithWorkers(workers))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+				_, f, _ := core.Codecs.LookupNumber(int(r.Header().Algorithm))
+				codec, _ := f()
+				dst := make([]byte, c.bs)
+				buf := make([]byte, chunk)
+				var bare, reader time.Duration
+				b.SetBytes(r.Size())
+				for b.Loop() {
+					for off := int64(0); off < r.Size(); off += chunk {
+						t0 := time.Now()
+						for i := off / int64(c.bs); i < min(r.BlockCount(), (off+chunk)/int64(c.bs)); i++ {
+							o, l := r.StoredBlock(i)
+							if _, err := codec.Decompress(dst[:min(int64(c.bs), r.Size()-i*int64(c.bs))], z[o:o+l-4]); err != nil {
+								b.Fatal(err)
+							}
+						}
+						t1 := time.Now()
+						if _, err := r.ReadAt(buf, off); err != nil && err != io.EOF {
+							b.Fatal(err)
+						}
+						t2 := time.Now()
+						bare += t1.Sub(t0)
+						reader += t2.Sub(t1)
+					}
+				}
+				b.ReportMetric(float64(bare)/float64(reader), "speed-ratio")
+			})
 		}
 	}
 }
