@@ -100,12 +100,12 @@ if [ "$check" = 0 ]; then
 		[ "$port" = "$DEMO_TCP" ] && port=10809
 		uri="nbd://$host:$port/"
 		qemu="nbd://$host:$port"
-		nbdclient="nbd-client $host $port /dev/nbd0 -N ''"
+		nbdclient="nbd-client $host $port /dev/nbd0"
 	else
 		listen=(--unix "$sock")
 		uri="nbd+unix:///?socket=$sock"
 		qemu="nbd:unix:$sock"
-		nbdclient="nbd-client -unix $sock /dev/nbd0 -N ''"
+		nbdclient="nbd-client -u $sock /dev/nbd0"
 	fi
 	cat >&2 <<EOF
 

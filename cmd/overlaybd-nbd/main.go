@@ -72,7 +72,7 @@ Serves overlaybd images over NBD. EXPORT is CONFIG.json or NAME=CONFIG.json
 default export ""; otherwise exports are named by NAME= or by their file name
 without ".json". Attach with, e.g.:
   nbdinfo nbd+unix:///NAME?socket=PATH      qemu-img info nbd:unix:PATH:exportname=NAME
-  nbdfuse DIR nbd://HOST:PORT/NAME          nbd-client HOST PORT /dev/nbd0 -N NAME
+  nbdfuse DIR nbd://HOST:PORT/NAME          nbd-client -N NAME -u PATH /dev/nbd0
 
 Flags:
 `

@@ -28,12 +28,12 @@ import (
 const guestScript = `#!/bin/sh
 set -x
 fail() { echo "FAIL: $*"; tail -n 40 /mnt/nbd.log; exit 1; }
-/mnt/bin/overlaybd-nbd --unix /tmp/nbd.sock disk=/mnt/config.v1.json 2>/mnt/nbd.log &
+/mnt/bin/overlaybd-nbd --unix /tmp/nbd.sock /mnt/config.v1.json 2>/mnt/nbd.log &
 SPID=$!
 n=100; while [ ! -S /tmp/nbd.sock ] && [ $n -gt 0 ]; do sleep 0.1; n=$((n-1)); done
 [ -S /tmp/nbd.sock ] || fail "server did not start"
 NBDC="/mnt/lib/ld-linux-x86-64.so.2 --library-path /mnt/lib /mnt/lib/nbd-client"
-$NBDC -N disk -u /tmp/nbd.sock /dev/nbd0 || fail "nbd-client"
+$NBDC -u /tmp/nbd.sock /dev/nbd0 || fail "nbd-client"
 n=100; while [ "$(cat /sys/block/nbd0/size)" = 0 ] && [ $n -gt 0 ]; do sleep 0.1; n=$((n-1)); done
 echo "nbd0 sectors: $(cat /sys/block/nbd0/size)" > /mnt/size.out
 mkdir -p /tmp/m
