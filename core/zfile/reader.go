@@ -195,32 +195,46 @@ func (r *Reader) load(fsize int64) error {
 		return err
 	}
 	r.algo, r.codec = name, codec
-	raw := make([]byte, tableLen)
-	if err := readFull(r.f, raw, int64(h.IndexOffset)); err != nil {
-		return fmt.Errorf("zfile: read jump table: %w", err)
-	}
-	if h.Has(FlagDigest) {
-		if got := r.cs.Update(0, raw); got != h.IndexCRC {
-			return fmt.Errorf("zfile: jump table checksum %#08x, computed %#08x: %w (%w)", h.IndexCRC, got, core.ErrChecksum, core.ErrCorrupt)
-		}
-	}
-	entries, err := ParseJumpTable(raw, uint64(r.nblocks), h.Verify)
-	if err != nil {
-		return err
-	}
+	// The table is read in 1 MiB pieces straight into the offset arrays,
+	// so a large file costs about 4 bytes of memory per block.
 	r.base = make([]int64, (r.nblocks>>groupShift)+1)
 	r.rel = make([]uint32, r.nblocks)
 	off := r.dataOff
 	maxStored := r.bs + r.bs/2 + 1024 // generous bound over any codec's expansion
-	for i, e := range entries {
-		if int64(e) > maxStored {
-			return fmt.Errorf("zfile: block %d stored in %d bytes, more than any codec needs for %d: %w", i, e, r.bs, core.ErrCorrupt)
+	minStored := uint32(1)
+	if h.Verify {
+		minStored = 5
+	}
+	var crc uint32
+	var entryErr error // reported after the checksum, the more precise cause
+	piece := make([]byte, min(tableLen, 1<<20))
+	for i := int64(0); i < r.nblocks; {
+		n := min(int64(len(piece)), 4*(r.nblocks-i))
+		raw := piece[:n]
+		if err := readFull(r.f, raw, int64(h.IndexOffset)+4*i); err != nil {
+			return fmt.Errorf("zfile: read jump table: %w", err)
 		}
-		if i&(1<<groupShift-1) == 0 {
-			r.base[i>>groupShift] = off
+		crc = r.cs.Update(crc, raw)
+		for k := 0; k < len(raw); k, i = k+4, i+1 {
+			e := binary.LittleEndian.Uint32(raw[k:])
+			if e < minStored || int64(e) > maxStored {
+				if entryErr == nil {
+					entryErr = fmt.Errorf("zfile: jump table entry %d: stored block length %d for %d-byte blocks: %w", i, e, r.bs, core.ErrCorrupt)
+				}
+				continue
+			}
+			if i&(1<<groupShift-1) == 0 {
+				r.base[i>>groupShift] = off
+			}
+			r.rel[i] = uint32(off - r.base[i>>groupShift])
+			off += int64(e)
 		}
-		r.rel[i] = uint32(off - r.base[i>>groupShift])
-		off += int64(e)
+	}
+	if h.Has(FlagDigest) && crc != h.IndexCRC {
+		return fmt.Errorf("zfile: jump table checksum %#08x, computed %#08x: %w (%w)", h.IndexCRC, crc, core.ErrChecksum, core.ErrCorrupt)
+	}
+	if entryErr != nil {
+		return entryErr
 	}
 	if off > int64(h.IndexOffset) {
 		return fmt.Errorf("zfile: blocks end at %d, after the jump table at %d: %w", off, h.IndexOffset, core.ErrCorrupt)
