@@ -15,8 +15,8 @@
 //
 // --tcp takes HOST, HOST:PORT, [IPv6] or [IPv6]:PORT; the port defaults to
 // 10809. On SIGINT or SIGTERM the server stops accepting connections,
-// finishes the requests in flight, flushes and closes the upper layers and
-// exits 0. Exit status 2 is a usage error, 1 a failure to start or serve.
+// finishes the requests in flight (for up to 30 s), flushes and closes the
+// upper layers and exits 0; a second signal ends it at once. Exit status 2 is a usage error, 1 a failure to start or serve.
 package main
 
 import (
@@ -55,6 +55,12 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal starts the graceful stop, a second one
+		// kills the process the default way.
+		<-ctx.Done()
+		stop()
+	}()
 	code := run(ctx, os.Args[1:], os.Stderr, nil)
 	stop()
 	os.Exit(code)
