@@ -141,6 +141,9 @@ func (h *propertyHarness) checkBlockStatus(off, n int64) {
 
 func runProperty(t *testing.T, sparse bool) {
 	ops := 10000
+	if testing.Short() {
+		ops = 2000 // the race detector run
+	}
 	if os.Getenv("OVERLAYBD_LONG") != "" {
 		ops = 200000
 	}

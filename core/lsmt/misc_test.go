@@ -1,0 +1,138 @@
+package lsmt_test
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/lsmt"
+)
+
+// TestBlockStatusVector checks block status of rw-log.commit against its
+// index (DUMPS.txt): data, zeroed records and unmapped gaps.
+func TestBlockStatusVector(t *testing.T) {
+	r := openRO(t, "lsmt/rw-log.commit")
+	exts, err := r.BlockStatus(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hz = core.ExtentHole | core.ExtentZero
+	want := []core.Extent{
+		{Offset: 0, Length: 12288, Flags: 0},                // {0,24} data
+		{Offset: 12288, Length: 1024, Flags: hz},            // {24,2} zeroed
+		{Offset: 13312, Length: 131072 - 13312},             // {26,230} data
+		{Offset: 131072, Length: 1<<20 - 131072, Flags: hz}, // unmapped
+	}
+	if len(exts) != len(want) {
+		t.Fatalf("extents %+v", exts)
+	}
+	for i := range want {
+		if exts[i] != want[i] {
+			t.Fatalf("extent %d: %+v, want %+v", i, exts[i], want[i])
+		}
+	}
+	if _, err := r.BlockStatus(r.Size(), 512); !errors.Is(err, core.ErrOutOfRange) {
+		t.Fatalf("status beyond the end: %v", err)
+	}
+}
+
+// batchFile counts Batch calls on top of a plain file.
+type batchFile struct {
+	core.File
+	batches, reqs atomic.Int64
+}
+
+func (f *batchFile) Batch(reqs []core.IORequest) error {
+	f.batches.Add(1)
+	f.reqs.Add(int64(len(reqs)))
+	for i := range reqs {
+		reqs[i].N, reqs[i].Err = f.ReadAt(reqs[i].Buf, reqs[i].Off)
+	}
+	return nil
+}
+
+// TestBatchReads: a read spanning several records of a layer whose file
+// offers batches goes out as one batch.
+func TestBatchReads(t *testing.T) {
+	bf := &batchFile{File: lsmt.NewMemFile(vectorBytes(t, "stack/merged-by-tool.commit"))}
+	r, err := lsmt.OpenReadOnly(bf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, r)
+	sameImage(t, "merged via batches", got, image(vsize64M, "stackA", "stackB", "stackC"), shaABC)
+	if bf.batches.Load() == 0 || bf.reqs.Load() < 2*bf.batches.Load() {
+		t.Fatalf("batches %d with %d requests", bf.batches.Load(), bf.reqs.Load())
+	}
+}
+
+func TestStackLimits(t *testing.T) {
+	c := vectorBytes(t, "stack/C.commit")
+	var lowers []*lsmt.ReadOnly
+	for i := 0; i < 256; i++ {
+		r, err := lsmt.OpenReadOnly(lsmt.NewMemFile(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lowers = append(lowers, r)
+	}
+	if _, err := lsmt.NewStack(lowers, nil); !errors.Is(err, core.ErrUnsupported) {
+		t.Fatalf("256 layers: %v", err)
+	}
+	s, err := lsmt.NewStack(lowers[:255], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameImage(t, "255 x C", readAll(t, s), image(vsize64M, "stackC"), shaC)
+	if _, err := s.WriteAt(make([]byte, 512), 0); !errors.Is(err, core.ErrReadOnly) {
+		t.Fatalf("write to a read-only stack: %v", err)
+	}
+}
+
+// TestConcurrentWritable writes and reads a writable layer from several
+// goroutines (run with -race).
+func TestConcurrentWritable(t *testing.T) {
+	for _, sparse := range []bool{false, true} {
+		data, index := lsmt.NewMemFile(nil), lsmt.NewMemFile(nil)
+		w, err := lsmt.Create(data, index, lsmt.CreateOptions{VirtualSize: 8 << 20, Sparse: sparse})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				buf := make([]byte, 4096)
+				for i := 0; i < 200; i++ {
+					off := int64(g)<<21 + int64(i%256)*4096
+					for j := range buf {
+						buf[j] = byte(g*31 + i)
+					}
+					if _, err := w.WriteAt(buf, off); err != nil {
+						t.Error(err)
+						return
+					}
+					if i%7 == 0 {
+						w.Discard(off, 4096)
+						w.WriteAt(buf, off)
+					}
+					rb := make([]byte, 4096)
+					if _, err := w.ReadAt(rb, off); err != nil || !bytes.Equal(rb, buf) {
+						t.Errorf("goroutine %d read back %v", g, err)
+						return
+					}
+					w.BlockStatus(0, 8<<20)
+				}
+			}(g)
+		}
+		wg.Wait()
+		if err := w.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+}
