@@ -34,7 +34,7 @@ type Blob struct {
 	mu      sync.Mutex
 	windows map[int64]*window
 	lastEnd int64
-	seq     int
+	seq     int64 // bytes read sequentially up to lastEnd
 	closed  bool
 }
 
@@ -284,12 +284,14 @@ func (b *Blob) readAhead(off, n int64) {
 		return
 	}
 	if off == b.lastEnd {
-		b.seq++
+		b.seq += n
 	} else {
-		b.seq = 0
+		b.seq = n
 	}
 	b.lastEnd = off + n
-	if b.seq < 1 {
+	// Read ahead only for a sequential run of at least a chunk, so that
+	// small neighbouring reads do not fetch megabytes.
+	if b.seq < cs {
 		return
 	}
 	first := (off + n) / cs

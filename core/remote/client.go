@@ -262,6 +262,9 @@ func (c *Client) P2PAddress() string {
 	return ""
 }
 
+// Logger returns the client's logger.
+func (c *Client) Logger() *slog.Logger { return c.log }
+
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
 	return Stats{

@@ -28,6 +28,9 @@ func (c *Client) retry(ctx context.Context, what string, fn func(ctx context.Con
 		if err == nil {
 			return nil
 		}
+		if errors.Is(err, context.DeadlineExceeded) && bctx.Err() == nil {
+			err = fmt.Errorf("%w: no answer within %s", ErrTimeout, c.opts.AttemptTimeout)
+		}
 		last = err
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", what, ctx.Err())

@@ -1,0 +1,340 @@
+// Package download is overlaybd's "download" cache: each remote layer is
+// cached in one file in its own layer directory, "<dir>/.download", the same
+// file the background downloader fills and, once the whole blob checks
+// against its digest, renames to "<dir>/overlaybd.commit". A byte range is
+// cached when the file has data there (SEEK_DATA/SEEK_HOLE); misses fetch
+// refillSize-aligned spans from the source, write them, and read them back.
+// There is no eviction: the layer directory belongs to the layer.
+//
+// Sources that do not say which layer directory they belong to (see
+// core.LayerDirSource), or say "", are read straight through.
+//
+// Lazily fetched ranges are only as good as the network delivered them: a
+// layer without block checksums can only be verified by the background
+// download's digest check, which discards the file and fetches it again on
+// a mismatch.
+//
+// The cache registers itself in core.Caches as "download".
+package download
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/overlaybd-go/overlaybd/core"
+)
+
+func init() {
+	core.Caches.Register("download", core.NoNumber, func(cfg core.CacheConfig) (core.Cache, error) {
+		return New(Options{RefillSize: cfg.RefillSize, Logger: cfg.Logger})
+	})
+}
+
+// FileName is the name of the download file inside a layer directory.
+const FileName = ".download"
+
+// align is the unit in which presence is checked.
+const align = 4096
+
+// Options configures a Cache.
+type Options struct {
+	// RefillSize is the fetch granularity, a multiple of 4096 (default
+	// 256 KiB).
+	RefillSize int64
+	// Logger receives log lines (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Cache is the download cache. It is safe for concurrent use.
+type Cache struct {
+	refill int64
+	log    *slog.Logger
+	closed atomic.Bool
+
+	hits, misses, fetched, served atomic.Uint64
+}
+
+// New returns a download cache.
+func New(o Options) (*Cache, error) {
+	if o.RefillSize == 0 {
+		o.RefillSize = 256 << 10
+	}
+	if o.RefillSize < align || o.RefillSize%align != 0 {
+		return nil, fmt.Errorf("download cache: refillSize %d must be a multiple of 4096", o.RefillSize)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Cache{refill: o.RefillSize, log: o.Logger}, nil
+}
+
+// Stats returns the counters. UsedBytes and CapacityBytes are 0: the files
+// live in the layer directories and are not bounded.
+func (c *Cache) Stats() core.CacheStats {
+	return core.CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(),
+		FetchedBytes: c.fetched.Load(), ServedBytes: c.served.Load()}
+}
+
+// Close marks the cache closed.
+func (c *Cache) Close() error {
+	c.closed.Store(true)
+	return nil
+}
+
+// Open returns a read-only file with the content of src, cached in the
+// layer directory's download file.
+func (c *Cache) Open(ctx context.Context, src core.Source) (core.File, error) {
+	if c.closed.Load() {
+		return nil, fmt.Errorf("download cache: %w", core.ErrClosed)
+	}
+	f := &File{c: c, src: src, fills: map[int64]chan struct{}{}}
+	ds, ok := src.(core.LayerDirSource)
+	if !ok || ds.LayerDir() == "" {
+		return f, nil
+	}
+	path := filepath.Join(ds.LayerDir(), FileName)
+	fh, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("download cache: %w", err)
+	}
+	st, err := fh.Stat()
+	if err == nil && st.Size() != src.Size() {
+		// A file of another size is not this blob's: start afresh.
+		err = errors.Join(fh.Truncate(0), fh.Truncate(src.Size()))
+	}
+	if err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("download cache %s: %w", path, err)
+	}
+	f.fh, f.path = fh, path
+	return f, nil
+}
+
+// File is a layer read through its download file. It implements core.File
+// (read-only) and core.Invalidator.
+type File struct {
+	c    *Cache
+	src  core.Source
+	fh   *os.File
+	path string
+
+	mu     sync.RWMutex // exclusive for Close and Invalidate
+	closed bool
+
+	fillMu sync.Mutex
+	fills  map[int64]chan struct{}
+}
+
+// Size returns the blob's size.
+func (f *File) Size() int64 { return f.src.Size() }
+
+// Path returns the download file's path ("" when reads go straight to the
+// source).
+func (f *File) Path() string { return f.path }
+
+// WriteAt fails: layers are read-only.
+func (f *File) WriteAt([]byte, int64) (int, error) {
+	return 0, fmt.Errorf("download cache: %w", core.ErrReadOnly)
+}
+
+// Sync does nothing.
+func (f *File) Sync() error { return nil }
+
+// Close closes the download file (which stays in the layer directory).
+func (f *File) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	if f.fh != nil {
+		return f.fh.Close()
+	}
+	return nil
+}
+
+// ReadAt reads through the cache.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	return f.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext reads through the cache.
+func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0, fmt.Errorf("download cache: %w", core.ErrClosed)
+	}
+	size := f.src.Size()
+	if off < 0 {
+		return 0, fmt.Errorf("download cache: read at %d: %w", off, core.ErrOutOfRange)
+	}
+	if off >= size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), size-off)
+	var eof error
+	if n < int64(len(p)) {
+		eof = io.EOF
+	}
+	q := p[:n]
+	if f.fh == nil {
+		k, err := f.src.ReadAtContext(ctx, q, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		f.c.fetched.Add(uint64(k))
+		f.c.served.Add(uint64(k))
+		return k, eof
+	}
+	a0, a1 := off/align*align, min((off+n+align-1)/align*align, size)
+	missed := false
+	for attempt := 0; ; attempt++ {
+		first, last, err := f.missing(a0, a1)
+		if err != nil {
+			return 0, err
+		}
+		if first < 0 {
+			break
+		}
+		if !missed {
+			missed = true
+			f.c.misses.Add(1)
+		}
+		if attempt >= 3 {
+			// The range keeps disappearing (discarded by a failed
+			// download): read it straight from the source.
+			k, err := f.src.ReadAtContext(ctx, q, off)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return 0, err
+			}
+			f.c.fetched.Add(uint64(k))
+			f.c.served.Add(uint64(k))
+			return k, eof
+		}
+		if err := f.fill(ctx, first, last, size); err != nil {
+			return 0, err
+		}
+	}
+	if !missed {
+		f.c.hits.Add(1)
+	}
+	if _, err := f.fh.ReadAt(q, off); err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("download cache %s: %w", f.path, err)
+	}
+	f.c.served.Add(uint64(n))
+	return int(n), eof
+}
+
+// missing returns the first and last byte offsets of holes in [a0, a1)
+// (first < 0: none), trimming data only from both ends as upstream does.
+func (f *File) missing(a0, a1 int64) (first, last int64, err error) {
+	fd := int(f.fh.Fd())
+	first, last = -1, -1
+	pos := a0
+	for pos < a1 {
+		hole, err := unix.Seek(fd, pos, unix.SEEK_HOLE)
+		if err != nil {
+			return 0, 0, fmt.Errorf("download cache %s: seek: %w", f.path, err)
+		}
+		if hole >= a1 {
+			break
+		}
+		data, err := unix.Seek(fd, hole, unix.SEEK_DATA)
+		if err != nil {
+			if errors.Is(err, unix.ENXIO) {
+				data = a1
+			} else {
+				return 0, 0, fmt.Errorf("download cache %s: seek: %w", f.path, err)
+			}
+		}
+		if first < 0 {
+			first = hole
+		}
+		last = min(data, a1) - 1
+		pos = data
+	}
+	return first, last, nil
+}
+
+// fill fetches the refill-aligned span around [first, last] and writes it.
+func (f *File) fill(ctx context.Context, first, last, size int64) error {
+	r := f.c.refill
+	s0, s1 := first/r*r, min((last/r+1)*r, size)
+	unlock, waited := f.lock(s0/r, (s1+r-1)/r)
+	defer unlock()
+	if waited {
+		return nil // someone else filled it; the caller looks again
+	}
+	buf := make([]byte, s1-s0)
+	if _, err := f.src.ReadAtContext(ctx, buf, s0); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("download cache: fill [%d, %d): %w", s0, s1, err)
+	}
+	f.c.fetched.Add(uint64(len(buf)))
+	if _, err := f.fh.WriteAt(buf, s0); err != nil {
+		return fmt.Errorf("download cache %s: write: %w", f.path, err)
+	}
+	return nil
+}
+
+func (f *File) lock(b0, b1 int64) (unlock func(), waited bool) {
+	var mine []int64
+	for b := b0; b < b1; b++ {
+		for {
+			f.fillMu.Lock()
+			ch, busy := f.fills[b]
+			if !busy {
+				f.fills[b] = make(chan struct{})
+				f.fillMu.Unlock()
+				mine = append(mine, b)
+				break
+			}
+			f.fillMu.Unlock()
+			<-ch
+			waited = true
+		}
+	}
+	return func() {
+		f.fillMu.Lock()
+		for _, b := range mine {
+			close(f.fills[b])
+			delete(f.fills, b)
+		}
+		f.fillMu.Unlock()
+	}, waited
+}
+
+// Invalidate punches [off, off+length) (widened to 4 KiB) out of the
+// download file, so that the next read fetches it again.
+func (f *File) Invalidate(off, length int64) error {
+	if inv, ok := f.src.(core.Invalidator); ok {
+		inv.Invalidate(off, length)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fh == nil || f.closed || length <= 0 {
+		return nil
+	}
+	a0 := max(off, 0) / align * align
+	a1 := (off + length + align - 1) / align * align
+	if err := unix.Fallocate(int(f.fh.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, a0, a1-a0); err != nil {
+		return fmt.Errorf("download cache %s: invalidate: %w", f.path, err)
+	}
+	return nil
+}
+
+var _ core.File = (*File)(nil)
+var _ core.Invalidator = (*File)(nil)
