@@ -309,6 +309,10 @@ func TestServeWritableThenCommit(t *testing.T) {
 			"--numjobs=3", "--size=2m", "--offset=32m", "--offset_increment=4m", "--verify=crc32c", "--verify_fatal=1")
 		// Read fio's data back into the model after the server stops.
 	}
+	var gotMap string
+	if nbdinfo, err := exec.LookPath("nbdinfo"); err == nil {
+		gotMap = normalizeMap(runTool(t, nbdinfo, "--map", u))
+	}
 	srv.stop(t)
 
 	// Commit the upper with overlaybd-commit and read the committed stack
@@ -320,6 +324,11 @@ func TestServeWritableThenCommit(t *testing.T) {
 	}
 	commit := filepath.Join(dir, "upper.commit")
 	runTool(t, commitTool, "-m", "qemu-io writes", data, index, commit)
+	if gotMap != "" {
+		if want := allocation(t, 64<<20, a, b, commit); gotMap != want {
+			t.Errorf("nbdinfo --map of the writable image:\n%s\nwant (from the layers' indexes):\n%s", gotMap, want)
+		}
+	}
 	st, err := lsmt.OpenStack([]core.File{open(a), open(b), open(commit)}, nil)
 	if err != nil {
 		t.Fatal(err)
