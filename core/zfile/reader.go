@@ -375,28 +375,31 @@ func (r *Reader) read(p []byte, off int64) error {
 		next int
 		errs error
 	)
-	for range workers {
-		wg.Go(func() {
-			for {
-				mu.Lock()
-				if next >= len(spans) || errs != nil {
-					mu.Unlock()
-					return
-				}
-				s := spans[next]
-				next++
+	work := func() {
+		for {
+			mu.Lock()
+			if next >= len(spans) || errs != nil {
 				mu.Unlock()
-				if err := do(s); err != nil {
-					mu.Lock()
-					if errs == nil {
-						errs = err
-					}
-					mu.Unlock()
-					return
-				}
+				return
 			}
-		})
+			s := spans[next]
+			next++
+			mu.Unlock()
+			if err := do(s); err != nil {
+				mu.Lock()
+				if errs == nil {
+					errs = err
+				}
+				mu.Unlock()
+				return
+			}
+		}
 	}
+	// The calling goroutine is one of the workers.
+	for range workers - 1 {
+		wg.Go(work)
+	}
+	work()
 	wg.Wait()
 	return errs
 }
