@@ -233,6 +233,11 @@ func TestServeVectorStack(t *testing.T) {
 
 // newUpper creates an empty append-only writable layer.
 func newUpper(tb testing.TB, dir string, vsize int64) (data, index string) {
+	return newUpperKind(tb, dir, vsize, false)
+}
+
+// newUpperKind creates an empty writable layer, sparse or append-only.
+func newUpperKind(tb testing.TB, dir string, vsize int64, sparse bool) (data, index string) {
 	tb.Helper()
 	data, index = filepath.Join(dir, "writable_data"), filepath.Join(dir, "writable_index")
 	eng := psync.New(core.EngineConfig{})
@@ -244,7 +249,7 @@ func newUpper(tb testing.TB, dir string, vsize int64) (data, index string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w, err := lsmt.Create(df, xf, lsmt.CreateOptions{VirtualSize: vsize})
+	w, err := lsmt.Create(df, xf, lsmt.CreateOptions{VirtualSize: vsize, Sparse: sparse})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -253,10 +258,22 @@ func newUpper(tb testing.TB, dir string, vsize int64) (data, index string) {
 }
 
 func TestServeWritableThenCommit(t *testing.T) {
+	for _, sparse := range []bool{false, true} {
+		t.Run(map[bool]string{false: "append-only", true: "sparse"}[sparse], func(t *testing.T) {
+			testServeWritableThenCommit(t, sparse)
+		})
+	}
+}
+
+func testServeWritableThenCommit(t *testing.T, sparse bool) {
 	qemuIO := needTool(t, "qemu-io")
 	dir := t.TempDir()
 	a, b := testvectors.Path(t, "stack/A.commit"), testvectors.Path(t, "stack/B.commit")
-	data, index := newUpper(t, dir, 0)
+	vsize := int64(0)
+	if sparse {
+		vsize = 64 << 20 // a sparse layer's data file is sized at creation
+	}
+	data, index := newUpperKind(t, dir, vsize, sparse)
 	cfg := writeJSON(t, filepath.Join(dir, "config.v1.json"), map[string]any{
 		"lowers": []any{map[string]any{"file": a}, map[string]any{"file": b}},
 		"upper":  map[string]any{"data": data, "index": index},
