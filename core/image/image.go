@@ -25,6 +25,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/core/remote"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 )
 
@@ -336,7 +337,7 @@ func openLowers(ctx context.Context, cfg *config.Image, lowers []config.Layer, e
 // openLower opens lower i: the first local candidate that exists, else the
 // remote blob; then unwraps it and opens it as an LSMT layer.
 func openLower(ctx context.Context, cfg *config.Image, i int, l config.Layer, engine core.Engine,
-	remote RemoteOpener, log *slog.Logger) (*lsmt.ReadOnly, LayerInfo, error) {
+	opener RemoteOpener, log *slog.Logger) (*lsmt.ReadOnly, LayerInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, LayerInfo{}, err
 	}
@@ -367,8 +368,8 @@ func openLower(ctx context.Context, cfg *config.Image, i int, l config.Layer, en
 		if cfg.RepoBlobURL == "" {
 			return nil, info, fail("empty repoBlobUrl", fmt.Errorf("lower %d (%s) has no local copy", i, l.Digest))
 		}
-		url := BlobURL(cfg.RepoBlobURL, l.Digest)
-		if remote == nil {
+		url := remote.Redact(BlobURL(cfg.RepoBlobURL, l.Digest))
+		if opener == nil {
 			return nil, info, fail(fmt.Sprintf("failed to open remote file %s: %v", url, ErrNoRemote),
 				fmt.Errorf("lower %d: %w", i, ErrNoRemote))
 		}
@@ -376,13 +377,13 @@ func openLower(ctx context.Context, cfg *config.Image, i int, l config.Layer, en
 			log.Warn("layer has no dir: background download disabled", "layer", i)
 		}
 		var err error
-		f, err = remote.OpenRemote(ctx, url, l)
+		f, err = opener.OpenRemote(ctx, BlobURL(cfg.RepoBlobURL, l.Digest), l)
 		if err != nil {
 			var rr config.ResultReasoner
 			if errors.As(err, &rr) {
 				return nil, info, fmt.Errorf("lower %d: %w", i, err)
 			}
-			return nil, info, fail(fmt.Sprintf("failed to open remote file %s: %v", url, err), fmt.Errorf("lower %d: %w", i, err))
+			return nil, info, fail(fmt.Sprintf("failed to open remote file %s: %s", url, remote.Reason(err)), fmt.Errorf("lower %d: %w", i, err))
 		}
 		info.Path, info.Remote = url, true
 	}
@@ -394,7 +395,11 @@ func openLower(ctx context.Context, cfg *config.Image, i int, l config.Layer, en
 			what = "remote file"
 		}
 		if isTarError(err) {
-			return nil, info, fail(fmt.Sprintf("failed to open %s as tar file %s", what, info.Path), fmt.Errorf("lower %d: %w", i, err))
+			reason := fmt.Sprintf("failed to open %s as tar file %s", what, info.Path)
+			if info.Remote {
+				reason += ": " + remote.Reason(err)
+			}
+			return nil, info, fail(reason, fmt.Errorf("lower %d: %w", i, err))
 		}
 		return nil, info, fail("failed to open switch file "+info.Path, fmt.Errorf("lower %d: %w", i, err))
 	}
@@ -413,13 +418,8 @@ func isTarError(err error) bool {
 }
 
 // BlobURL is upstream's URL of a layer blob: repoBlobURL, a "/" unless it
-// already ends with one, and the digest.
-func BlobURL(repoBlobURL, digest string) string {
-	if strings.HasSuffix(repoBlobURL, "/") {
-		return repoBlobURL + digest
-	}
-	return repoBlobURL + "/" + digest
-}
+// already ends with one, and the digest (remote.BlobURL).
+func BlobURL(repoBlobURL, digest string) string { return remote.BlobURL(repoBlobURL, digest) }
 
 // openUpper opens the writable layer: data and index O_RDWR (they must
 // exist, created by overlaybd-create). A sparse layer whose index file does

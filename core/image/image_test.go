@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/core/remote"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
@@ -220,6 +222,12 @@ func TestResultReasons(t *testing.T) {
 				return nil, errors.New("Unexpected response")
 			}),
 			"failed:failed to open remote file https://r.example/v2/x/blobs/" + digest + ": Unexpected response"},
+		{"remote auth", map[string]any{"repoBlobUrl": "https://r.example/v2/x/blobs",
+			"lowers": []any{map[string]any{"digest": digest}}},
+			RemoteOpenerFunc(func(context.Context, string, config.Layer) (core.File, error) {
+				return nil, fmt.Errorf("GET: 401: %w", remote.ErrAuth)
+			}),
+			"failed:failed to open remote file https://r.example/v2/x/blobs/" + digest + ": Authentication failed"},
 		{"turboOCI", map[string]any{"lowers": []any{map[string]any{"file": a, "targetFile": a}}}, nil,
 			"failed:turboOCI layers (targetFile/targetDigest/gzipIndex of layer 0) are not supported yet"},
 		{"upper missing", map[string]any{"lowers": []any{map[string]any{"file": a}},
