@@ -120,7 +120,19 @@ func (x *rwIndex) splice(ci, ri, cj, rj int, repl []Mapping, removed int) {
 	}
 	if ci == cj {
 		c := x.chunks[ci]
-		nc := make([]Mapping, 0, len(c)-(rj-ri)+len(repl))
+		old := len(c)
+		nl := old - (rj - ri) + len(repl)
+		if nl > 0 && nl <= cap(c) {
+			// In place: move the tail, then put the replacement.
+			if nl > old {
+				c = c[:nl]
+			}
+			copy(c[ri+len(repl):], c[rj:old])
+			copy(c[ri:], repl)
+			x.chunks[ci] = c[:nl]
+			return
+		}
+		nc := make([]Mapping, 0, nl)
 		nc = append(nc, c[:ri]...)
 		nc = append(nc, repl...)
 		nc = append(nc, c[rj:]...)

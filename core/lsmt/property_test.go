@@ -222,7 +222,7 @@ func runProperty(t *testing.T, sparse bool) {
 			h.reopen()
 			counts["reopen"]++
 		default:
-			if h.r.IntN(12) == 0 {
+			if h.r.IntN(30) == 0 {
 				h.checkCommit()
 				counts["commit"]++
 			}
