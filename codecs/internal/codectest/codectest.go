@@ -6,11 +6,14 @@ package codectest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
 // Inputs returns the test inputs: empty, one byte, patterned, zero,
@@ -160,4 +163,31 @@ func Corrupt(t *testing.T, c core.Codec) {
 		check(bad)
 		check(comp[:r.IntN(len(comp))])
 	}
+}
+
+// VectorBlocks returns the compressed payloads (CRC stripped) of the first
+// blocks of the upstream ZFile vector rel, to seed fuzz targets.
+func VectorBlocks(tb testing.TB, rel string, n int) [][]byte {
+	tb.Helper()
+	z, err := os.ReadFile(testvectors.Path(tb, rel))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Header fields: the trailer's jump table (FORMAT-ZFILE §2, §5).
+	tr := z[len(z)-512:]
+	indexOff := binary.LittleEndian.Uint64(tr[40:])
+	count := binary.LittleEndian.Uint64(tr[48:])
+	verify := tr[88] != 0
+	var out [][]byte
+	off := uint64(512)
+	for i := uint64(0); i < count && len(out) < n; i++ {
+		l := uint64(binary.LittleEndian.Uint32(z[indexOff+4*i:]))
+		p := z[off : off+l]
+		if verify {
+			p = p[:len(p)-4]
+		}
+		out = append(out, p)
+		off += l
+	}
+	return out
 }
