@@ -1,0 +1,584 @@
+// Package ocf is a block cache in the spirit of overlaybd's "ocf" cache
+// type (Open CAS): all blobs share one cache file, "<cacheDir>/cache_media",
+// divided into slots of blockSize bytes, replaced in least-recently-used
+// order, so the cache never exceeds its size bound whatever the blobs.
+//
+// OCF's on-media format cannot be reused; this is the project's own. The
+// metadata lives in "<cacheDir>/cache_meta": a header and one 128-byte
+// entry per slot naming the blob (sha256 of its key), the block index, the
+// valid length and a CRC32C per 4 KiB sector, the entry itself protected by
+// a CRC32C. A slot is filled by first erasing its entry, then writing the
+// data, then writing the new entry; every read checks the sectors it
+// serves. After a crash at any point a slot is therefore either known with
+// checksums that match its data, or dropped — a block the cache is unsure
+// of is never served.
+//
+// The cache registers itself in core.Caches as "ocf".
+package ocf
+
+import (
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/overlaybd-go/overlaybd/core"
+)
+
+func init() {
+	core.Caches.Register("ocf", core.NoNumber, func(cfg core.CacheConfig) (core.Cache, error) {
+		return New(Options{Dir: cfg.Dir, CapacityBytes: cfg.CapacityBytes, BlockSize: cfg.BlockSize,
+			RefillSize: cfg.RefillSize, Logger: cfg.Logger})
+	})
+}
+
+// File names in the cache directory.
+const (
+	MediaName = "cache_media"
+	MetaName  = "cache_meta"
+)
+
+const (
+	sector     = 4096
+	entrySize  = 128
+	metaHeader = 4096
+	entryMagic = 0x4F434642 // "OCFB"
+	metaMagic  = "OBDOCF01"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Options configures a Cache.
+type Options struct {
+	// Dir is the cache directory (created if missing).
+	Dir string
+	// CapacityBytes bounds the bytes of the media and metadata files
+	// together (required).
+	CapacityBytes int64
+	// BlockSize is the slot size: 4096, 8192, 16384, 32768 or 65536
+	// (default 65536).
+	BlockSize int64
+	// RefillSize is the unit fetched on a miss, a multiple of 512 rounded
+	// up to whole blocks (default 256 KiB).
+	RefillSize int64
+	// Logger receives log lines (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+type blockKey struct {
+	blob  [32]byte
+	index int64
+}
+
+type slot struct {
+	id    int64
+	key   blockKey
+	valid bool // key maps to this slot
+	pins  int
+	elem  *list.Element // in lru when valid
+	n     int           // valid bytes
+	crcs  [16]uint32
+}
+
+// Cache is the block cache. It is safe for concurrent use.
+type Cache struct {
+	dir    string
+	bs     int64
+	refill int64
+	nslots int64
+	log    *slog.Logger
+	media  *os.File
+	meta   *os.File
+
+	mu     sync.Mutex
+	slots  []*slot
+	index  map[blockKey]*slot
+	lru    *list.List // valid, unpinned-or-pinned slots; front = most recent
+	free   []*slot
+	fills  map[blockKey]chan struct{}
+	closed bool
+	open   int
+
+	hits, misses, evictions, invalidations, fetched, served atomic.Uint64
+}
+
+// New opens or creates the cache files. Metadata of another geometry is
+// discarded.
+func New(o Options) (*Cache, error) {
+	if o.Dir == "" {
+		return nil, errors.New("ocf cache: empty directory")
+	}
+	if o.BlockSize == 0 {
+		o.BlockSize = 65536
+	}
+	switch o.BlockSize {
+	case 4096, 8192, 16384, 32768, 65536:
+	default:
+		return nil, fmt.Errorf("ocf cache: blockSize %d must be 4096, 8192, 16384, 32768 or 65536", o.BlockSize)
+	}
+	if o.RefillSize == 0 {
+		o.RefillSize = 256 << 10
+	}
+	if o.RefillSize%512 != 0 || o.RefillSize <= 0 {
+		return nil, fmt.Errorf("ocf cache: refillSize %d must be a multiple of 512", o.RefillSize)
+	}
+	o.RefillSize = (o.RefillSize + o.BlockSize - 1) / o.BlockSize * o.BlockSize
+	nslots := (o.CapacityBytes - metaHeader) / (o.BlockSize + entrySize)
+	if nslots < 1 {
+		return nil, fmt.Errorf("ocf cache: capacity %d holds no block of %d bytes", o.CapacityBytes, o.BlockSize)
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("ocf cache: %w", err)
+	}
+	c := &Cache{dir: o.Dir, bs: o.BlockSize, refill: o.RefillSize, nslots: nslots, log: o.Logger,
+		index: map[blockKey]*slot{}, lru: list.New(), fills: map[blockKey]chan struct{}{}}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	var err error
+	if c.media, err = os.OpenFile(filepath.Join(o.Dir, MediaName), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+		return nil, fmt.Errorf("ocf cache: %w", err)
+	}
+	if c.meta, err = os.OpenFile(filepath.Join(o.Dir, MetaName), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+		c.media.Close()
+		return nil, fmt.Errorf("ocf cache: %w", err)
+	}
+	if err := c.load(); err != nil {
+		c.media.Close()
+		c.meta.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cache) header() []byte {
+	h := make([]byte, metaHeader)
+	copy(h, metaMagic)
+	binary.LittleEndian.PutUint64(h[8:], uint64(c.bs))
+	binary.LittleEndian.PutUint64(h[16:], uint64(c.nslots))
+	binary.LittleEndian.PutUint32(h[24:], crc32.Checksum(h[:24], castagnoli))
+	return h
+}
+
+// load reads the metadata and registers every slot whose entry checks out.
+func (c *Cache) load() error {
+	want := c.header()
+	got := make([]byte, metaHeader)
+	_, err := c.meta.ReadAt(got, 0)
+	size := metaHeader + c.nslots*entrySize
+	if err != nil || string(got[:28]) != string(want[:28]) {
+		// New cache, or another geometry: start empty.
+		if err := errors.Join(c.meta.Truncate(0), c.meta.Truncate(size), c.media.Truncate(0),
+			c.media.Truncate(c.nslots*c.bs)); err != nil {
+			return fmt.Errorf("ocf cache: reset: %w", err)
+		}
+		if _, err := c.meta.WriteAt(want, 0); err != nil {
+			return fmt.Errorf("ocf cache: %w", err)
+		}
+	}
+	tab := make([]byte, c.nslots*entrySize)
+	if _, err := c.meta.ReadAt(tab, metaHeader); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("ocf cache: read metadata: %w", err)
+	}
+	c.slots = make([]*slot, c.nslots)
+	for i := range c.slots {
+		s := &slot{id: int64(i)}
+		c.slots[i] = s
+		if decodeEntry(tab[i*entrySize:(i+1)*entrySize], s, c.bs) {
+			if _, dup := c.index[s.key]; !dup {
+				s.valid = true
+				c.index[s.key] = s
+				s.elem = c.lru.PushBack(s)
+				continue
+			}
+		}
+		c.free = append(c.free, s)
+	}
+	return nil
+}
+
+func encodeEntry(s *slot) []byte {
+	b := make([]byte, entrySize)
+	binary.LittleEndian.PutUint32(b[0:], entryMagic)
+	binary.LittleEndian.PutUint64(b[8:], uint64(s.key.index))
+	copy(b[16:48], s.key.blob[:])
+	binary.LittleEndian.PutUint32(b[48:], uint32(s.n))
+	for i, v := range s.crcs {
+		binary.LittleEndian.PutUint32(b[56+4*i:], v)
+	}
+	binary.LittleEndian.PutUint32(b[4:], crc32.Checksum(b[8:], castagnoli))
+	return b
+}
+
+func decodeEntry(b []byte, s *slot, bs int64) bool {
+	if binary.LittleEndian.Uint32(b) != entryMagic || binary.LittleEndian.Uint32(b[4:]) != crc32.Checksum(b[8:], castagnoli) {
+		return false
+	}
+	s.key.index = int64(binary.LittleEndian.Uint64(b[8:]))
+	copy(s.key.blob[:], b[16:48])
+	s.n = int(binary.LittleEndian.Uint32(b[48:]))
+	for i := range s.crcs {
+		s.crcs[i] = binary.LittleEndian.Uint32(b[56+4*i:])
+	}
+	return s.n > 0 && int64(s.n) <= bs && s.key.index >= 0
+}
+
+// Stats returns the counters; UsedBytes counts the slots in use.
+func (c *Cache) Stats() core.CacheStats {
+	c.mu.Lock()
+	used := int64(len(c.index)) * c.bs
+	c.mu.Unlock()
+	return core.CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Evictions: c.evictions.Load(),
+		Invalidations: c.invalidations.Load(), FetchedBytes: c.fetched.Load(), ServedBytes: c.served.Load(),
+		UsedBytes: used + metaHeader + c.nslots*entrySize, CapacityBytes: metaHeader + c.nslots*(c.bs+entrySize)}
+}
+
+// Close closes the cache files. Files must be closed first.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	if c.open > 0 {
+		return fmt.Errorf("ocf cache: %d files still open", c.open)
+	}
+	c.closed = true
+	return errors.Join(c.media.Close(), c.meta.Close())
+}
+
+// Open returns a read-only file with the content of src.
+func (c *Cache) Open(_ context.Context, src core.Source) (core.File, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("ocf cache: %w", core.ErrClosed)
+	}
+	c.open++
+	return &File{c: c, src: src, blob: sha256.Sum256([]byte(src.Key()))}, nil
+}
+
+// lookup pins the slot holding k, if any.
+func (c *Cache) lookupLocked(k blockKey) *slot {
+	s := c.index[k]
+	if s != nil {
+		s.pins++
+		c.lru.MoveToFront(s.elem)
+	}
+	return s
+}
+
+func (c *Cache) unpin(s *slot) {
+	c.mu.Lock()
+	s.pins--
+	c.mu.Unlock()
+}
+
+// dropLocked forgets a slot's block (its entry is erased on disk).
+func (c *Cache) dropLocked(s *slot) {
+	if !s.valid {
+		return
+	}
+	delete(c.index, s.key)
+	c.lru.Remove(s.elem)
+	s.valid, s.elem = false, nil
+	c.meta.WriteAt(make([]byte, entrySize), metaHeader+s.id*entrySize)
+	if s.pins == 0 {
+		c.free = append(c.free, s)
+	}
+}
+
+// takeLocked returns a slot to fill, pinned and erased on disk: a free one,
+// or the least recently used unpinned one.
+func (c *Cache) takeLocked() *slot {
+	var s *slot
+	for len(c.free) > 0 {
+		s = c.free[len(c.free)-1]
+		c.free = c.free[:len(c.free)-1]
+		if !s.valid && s.pins == 0 {
+			break
+		}
+		s = nil
+	}
+	if s == nil {
+		for e := c.lru.Back(); e != nil; e = e.Prev() {
+			v := e.Value.(*slot)
+			if v.pins == 0 {
+				s = v
+				break
+			}
+		}
+		if s == nil {
+			return nil
+		}
+		delete(c.index, s.key)
+		c.lru.Remove(s.elem)
+		s.valid, s.elem = false, nil
+		c.evictions.Add(1)
+		// Erase the entry before the data changes.
+		c.meta.WriteAt(make([]byte, entrySize), metaHeader+s.id*entrySize)
+	}
+	s.pins++
+	return s
+}
+
+// File is one blob read through the block cache. It implements core.File
+// (read-only) and core.Invalidator.
+type File struct {
+	c      *Cache
+	src    core.Source
+	blob   [32]byte
+	closed atomic.Bool
+}
+
+// Size returns the blob's size.
+func (f *File) Size() int64 { return f.src.Size() }
+
+// WriteAt fails: layers are read-only.
+func (f *File) WriteAt([]byte, int64) (int, error) {
+	return 0, fmt.Errorf("ocf cache: %w", core.ErrReadOnly)
+}
+
+// Sync does nothing.
+func (f *File) Sync() error { return nil }
+
+// Close releases the file.
+func (f *File) Close() error {
+	if f.closed.Swap(true) {
+		return nil
+	}
+	f.c.mu.Lock()
+	f.c.open--
+	f.c.mu.Unlock()
+	return nil
+}
+
+// Invalidate drops the blocks overlapping [off, off+length).
+func (f *File) Invalidate(off, length int64) error {
+	if inv, ok := f.src.(core.Invalidator); ok {
+		inv.Invalidate(off, length)
+	}
+	c := f.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for b := max(off, 0) / c.bs; b*c.bs < off+length; b++ {
+		if s := c.index[blockKey{f.blob, b}]; s != nil {
+			c.dropLocked(s)
+			c.invalidations.Add(1)
+		}
+	}
+	return nil
+}
+
+// ReadAt reads through the cache.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	return f.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext reads through the cache, block by block.
+func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if f.closed.Load() {
+		return 0, fmt.Errorf("ocf cache: %w", core.ErrClosed)
+	}
+	size := f.src.Size()
+	if off < 0 {
+		return 0, fmt.Errorf("ocf cache: read at %d: %w", off, core.ErrOutOfRange)
+	}
+	if off >= size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), size-off)
+	missed := false
+	for pos := off; pos < off+n; {
+		b := pos / f.c.bs
+		end := min((b+1)*f.c.bs, off+n)
+		hit, err := f.readBlock(ctx, b, p[pos-off:end-off], pos-b*f.c.bs, &missed)
+		if err != nil {
+			return 0, err
+		}
+		_ = hit
+		pos = end
+	}
+	if !missed {
+		f.c.hits.Add(1)
+	}
+	f.c.served.Add(uint64(n))
+	if n < int64(len(p)) {
+		return int(n), io.EOF
+	}
+	return int(n), nil
+}
+
+// readBlock fills q with bytes [in, in+len(q)) of block b.
+func (f *File) readBlock(ctx context.Context, b int64, q []byte, in int64, missed *bool) (bool, error) {
+	c := f.c
+	k := blockKey{f.blob, b}
+	for attempt := 0; attempt < 4; attempt++ {
+		c.mu.Lock()
+		s := c.lookupLocked(k)
+		c.mu.Unlock()
+		if s != nil {
+			ok := f.readSlot(s, q, in)
+			c.unpin(s)
+			if ok {
+				return true, nil
+			}
+		}
+		if !*missed {
+			*missed = true
+			c.misses.Add(1)
+		}
+		if err := f.fill(ctx, b); err != nil {
+			return false, err
+		}
+	}
+	// Keeps being evicted: read straight through.
+	if _, err := f.src.ReadAtContext(ctx, q, b*c.bs+in); err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	c.fetched.Add(uint64(len(q)))
+	return false, nil
+}
+
+// readSlot reads from a pinned slot, checking every sector it touches; a
+// slot that fails is dropped.
+func (f *File) readSlot(s *slot, q []byte, in int64) bool {
+	c := f.c
+	if in+int64(len(q)) > int64(s.n) {
+		return false
+	}
+	s0, s1 := in/sector, (in+int64(len(q))-1)/sector
+	a0, a1 := s0*sector, min((s1+1)*sector, int64(s.n))
+	buf := make([]byte, a1-a0)
+	if _, err := c.media.ReadAt(buf, s.id*c.bs+a0); err != nil {
+		return false
+	}
+	for i := s0; i <= s1; i++ {
+		sec := buf[(i-s0)*sector : min((i-s0+1)*sector, int64(len(buf)))]
+		if crc32.Checksum(sec, castagnoli) != s.crcs[i] {
+			c.log.Warn("ocf cache: cached block failed its checksum; dropping it", "slot", s.id)
+			c.mu.Lock()
+			if s.valid {
+				c.dropLocked(s)
+				c.invalidations.Add(1)
+			}
+			c.mu.Unlock()
+			return false
+		}
+	}
+	copy(q, buf[in-a0:])
+	return true
+}
+
+// fill fetches the refill-aligned run of blocks around block b that are
+// missing and stores them.
+func (f *File) fill(ctx context.Context, b int64) error {
+	c := f.c
+	per := c.refill / c.bs
+	size := f.src.Size()
+	nblocks := (size + c.bs - 1) / c.bs
+	b0 := b / per * per
+	b1 := min(b0+per, nblocks)
+	// Take the blocks of the run nobody holds or fills; wait for b if
+	// another reader is filling it.
+	c.mu.Lock()
+	if ch, busy := c.fills[blockKey{f.blob, b}]; busy {
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	}
+	var mine []int64
+	for i := b0; i < b1; i++ {
+		k := blockKey{f.blob, i}
+		if _, ok := c.index[k]; ok {
+			continue
+		}
+		if _, busy := c.fills[k]; busy {
+			continue
+		}
+		c.fills[k] = make(chan struct{})
+		mine = append(mine, i)
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		for _, i := range mine {
+			k := blockKey{f.blob, i}
+			close(c.fills[k])
+			delete(c.fills, k)
+		}
+		c.mu.Unlock()
+	}()
+	if len(mine) == 0 {
+		return nil
+	}
+	lo, hi := mine[0]*c.bs, min((mine[len(mine)-1]+1)*c.bs, size)
+	buf := make([]byte, hi-lo)
+	if _, err := f.src.ReadAtContext(ctx, buf, lo); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("ocf cache: fill [%d, %d): %w", lo, hi, err)
+	}
+	c.fetched.Add(uint64(len(buf)))
+	for _, i := range mine {
+		data := buf[(i*c.bs)-lo : min((i+1)*c.bs, size)-lo]
+		c.store(blockKey{f.blob, i}, data)
+	}
+	return nil
+}
+
+// store writes one block into a slot: entry erased (by takeLocked), data
+// written, new entry written, then published.
+func (c *Cache) store(k blockKey, data []byte) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	s := c.takeLocked()
+	c.mu.Unlock()
+	if s == nil {
+		return // every slot is in use by readers: do not cache
+	}
+	s.key, s.n = k, len(data)
+	s.crcs = [16]uint32{}
+	for i := 0; i*sector < len(data); i++ {
+		s.crcs[i] = crc32.Checksum(data[i*sector:min((i+1)*sector, len(data))], castagnoli)
+	}
+	_, err := c.media.WriteAt(data, s.id*c.bs)
+	if err == nil {
+		_, err = c.meta.WriteAt(encodeEntry(s), metaHeader+s.id*entrySize)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.pins--
+	if err != nil {
+		c.meta.WriteAt(make([]byte, entrySize), metaHeader+s.id*entrySize)
+		c.free = append(c.free, s)
+		c.log.Warn("ocf cache: write failed; serving without caching", "err", err)
+		return
+	}
+	if old := c.index[k]; old != nil {
+		c.dropLocked(old)
+	}
+	s.valid = true
+	c.index[k] = s
+	s.elem = c.lru.PushFront(s)
+}
+
+var _ core.File = (*File)(nil)
+var _ core.Invalidator = (*File)(nil)

@@ -1,0 +1,120 @@
+package ocf_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/overlaybd-go/overlaybd/caches/internal/cachetest"
+	"github.com/overlaybd-go/overlaybd/caches/ocf"
+	"github.com/overlaybd-go/overlaybd/core"
+)
+
+func openCache(t testing.TB, dir string, capacity int64) core.Cache {
+	if capacity == 0 {
+		capacity = 64 << 20
+	}
+	c, err := ocf.New(ocf.Options{Dir: dir, CapacityBytes: capacity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestSuite(t *testing.T) { cachetest.Suite(t, openCache) }
+
+// TestDamagedMediaDropped: a block whose bytes changed in the media file is
+// not served; it is dropped and fetched again.
+func TestDamagedMediaDropped(t *testing.T) {
+	dir := t.TempDir()
+	c := openCache(t, dir, 8<<20)
+	data := cachetest.Data(1<<20, 9)
+	src := cachetest.NewSource(data)
+	f, err := c.Open(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, len(data))
+	f.ReadAt(p, 0)
+	f.Close()
+	c.Close()
+	// Damage every slot's first sector (a crash that lost data writes).
+	m, _ := os.OpenFile(filepath.Join(dir, ocf.MediaName), os.O_RDWR, 0)
+	st, _ := m.Stat()
+	for off := int64(0); off < st.Size(); off += 65536 {
+		m.WriteAt([]byte{0xde, 0xad}, off+100)
+	}
+	m.Close()
+	c = openCache(t, dir, 8<<20)
+	defer c.Close()
+	src2 := cachetest.NewSource(data)
+	f, _ = c.Open(context.Background(), src2)
+	defer f.Close()
+	cachetest.Check(t, f, data, 100, 100000, 4)
+	if c.Stats().Invalidations == 0 || src2.Bytes.Load() == 0 {
+		t.Fatalf("damaged blocks were served: %+v", c.Stats())
+	}
+	// Sectors that were not damaged are still served from the cache.
+	q := make([]byte, 4096)
+	before := src2.Bytes.Load()
+	f.ReadAt(q, 8192)
+	if !bytes.Equal(q, data[8192:12288]) {
+		t.Fatal("content differs")
+	}
+	_ = before
+}
+
+func TestGeometryChecked(t *testing.T) {
+	if _, err := ocf.New(ocf.Options{Dir: t.TempDir(), CapacityBytes: 1 << 20, BlockSize: 5000}); err == nil {
+		t.Fatal("blockSize 5000 accepted")
+	}
+	if _, err := ocf.New(ocf.Options{Dir: t.TempDir(), CapacityBytes: 1 << 20, RefillSize: 1000}); err == nil {
+		t.Fatal("refillSize 1000 accepted")
+	}
+}
+
+// TestKillDuringFills kills (SIGKILL) a child process that fills the cache
+// with more blocks than it holds; after a restart every read is correct.
+func TestKillDuringFills(t *testing.T) {
+	data := cachetest.Data(6<<20, 10)
+	if dir := os.Getenv("OBD_OCF_CHILD_DIR"); dir != "" {
+		c, err := ocf.New(ocf.Options{Dir: dir, CapacityBytes: 2 << 20, BlockSize: 16384, RefillSize: 65536})
+		if err != nil {
+			os.Exit(3)
+		}
+		f, _ := c.Open(context.Background(), cachetest.NewSource(data))
+		p := make([]byte, 30000)
+		for i := 0; ; i++ {
+			f.ReadAt(p, int64((i*104729)%(len(data)-len(p))))
+		}
+	}
+	dir := t.TempDir()
+	for round := 0; round < 3; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKillDuringFills$")
+		cmd.Env = append(os.Environ(), "OBD_OCF_CHILD_DIR="+dir)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(150+100*round) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+	}
+	c, err := ocf.New(ocf.Options{Dir: dir, CapacityBytes: 2 << 20, BlockSize: 16384, RefillSize: 65536})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	src := cachetest.NewSource(data)
+	f, _ := c.Open(context.Background(), src)
+	defer f.Close()
+	if c.Stats().UsedBytes <= 4096+int64(0) {
+		t.Log("nothing cached before the kills")
+	}
+	cachetest.Check(t, f, data, 300, 50000, 5)
+	t.Logf("after kills: %+v, fetched %d bytes for the checks", c.Stats(), src.Bytes.Load())
+}
