@@ -5,6 +5,7 @@
 #
 #   bench/engines/run.sh            # defaults below
 #   REPS=5 RUNTIME=5 SIZE_MB=1024 FILE=/var/tmp/x.dat bench/engines/run.sh
+#   CASES=cached ENGINES="psync io_uring" bench/engines/run.sh
 #
 # Cases: 4 KiB random reads O_DIRECT at depth 1 and 32 (fio psync gets
 # numjobs=32 against 32 goroutines of ours), 1 MiB sequential reads O_DIRECT
@@ -21,6 +22,7 @@ SIZE_MB=${SIZE_MB:-512}
 FILE=${FILE:-/var/tmp/overlaybd-engines-bench.dat}
 OUT=${OUT:-bench-engines.jsonl}
 ENGINES=${ENGINES:-"psync libaio io_uring posixaio"}
+CASES=${CASES:-"direct cached"} # which groups of cases to run
 
 command -v fio >/dev/null || { echo "fio is not installed (apt-get install -y fio)" >&2; exit 1; }
 BIN=$(mktemp -d)
@@ -39,7 +41,7 @@ fio_run() {
 	if [ "$eng" = psync ]; then jobs=$depth iodepth=1; fi
 	fio --name=bench --filename="$FILE" --rw="$rw" --bs="$bs" --direct="$direct" --ioengine="$eng" \
 		--iodepth="$iodepth" --numjobs="$jobs" --runtime="$RUNTIME" --time_based --group_reporting \
-		--norandommap --randrepeat=0 --output-format=json 2>/dev/null |
+		--norandommap --randrepeat=0 --invalidate=0 --output-format=json 2>/dev/null |
 		python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"case":sys.argv[1],"impl":"fio","engine":sys.argv[2],"iops":d["jobs"][0]["read"]["iops"]}))' "$case" "$eng" >>"$OUT"
 }
 
@@ -57,7 +59,7 @@ fioeng() { [ "$1" = io_uring ] && echo io_uring || echo "$1"; }
 
 for rep in $(seq "$REPS"); do
 	echo "repetition $rep/$REPS" >&2
-	for spec in "randread-4k-qd1-direct randread 4k 1 1" "randread-4k-qd32-direct randread 4k 32 1" \
+	[[ " $CASES " == *" direct "* ]] && for spec in "randread-4k-qd1-direct randread 4k 1 1" "randread-4k-qd32-direct randread 4k 32 1" \
 		"read-1m-qd1-direct read 1m 1 1"; do
 		set -- $spec
 		for eng in $ENGINES; do
@@ -73,11 +75,12 @@ for rep in $(seq "$REPS"); do
 			fi
 		done
 	done
+	[[ " $CASES " == *" cached "* ]] || continue
 	cat "$FILE" >/dev/null # page-cache hits from here on
 	for eng in $ENGINES; do
 		ours_run randread-4k-qd1-cached "$eng" randread 4096 1 0
 	done
-	fio_run randread-4k-qd1-cached psync randread 4k 1 0
+	fio_run randread-4k-qd1-cached psync randread 4k 1 0 # fio keeps the cache: --invalidate=0
 done
 
 python3 - "$OUT" <<'PY'

@@ -58,6 +58,7 @@ func Run(t *testing.T, cfg Config) {
 				{"Sync", testSync},
 				{"CloseInFlight", testCloseInFlight},
 				{"Depth", testDepth},
+				{"ConcurrentDepth", testConcurrentDepth},
 				{"Counters", testCounters},
 			} {
 				t.Run(c.name, func(t *testing.T) {
@@ -608,5 +609,43 @@ func testCounters(t *testing.T, e *env) {
 	}
 	if after.Submits <= before.Submits || after.SubmittedRequests < after.Submits || after.MaxInFlight == 0 {
 		t.Errorf("submission counters did not move: %+v", after)
+	}
+}
+
+func testConcurrentDepth(t *testing.T, e *env) {
+	f := e.open(t, "cdepth")
+	defer f.Close()
+	const blocks = 1024
+	// Real data: reads of holes need no device IO and finish at once.
+	if n, err := f.WriteAt(randomBytes(e.rng, blocks*4096), 0); n != blocks*4096 || err != nil {
+		t.Fatalf("WriteAt = %d, %v", n, err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 5))
+			buf := make([]byte, 8192)
+			for len(buf) > 4096 && uintptrOf(buf)%4096 != 0 {
+				buf = buf[1:]
+			}
+			buf = buf[:4096]
+			for range 16 {
+				if n, err := f.ReadAt(buf, r.Int64N(blocks)*4096); n != 4096 || err != nil {
+					t.Errorf("ReadAt = %d, %v", n, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := e.eng.Stats()
+	t.Logf("32 goroutines: %d submissions carrying %d requests, max in flight %d", st.Submits, st.SubmittedRequests, st.MaxInFlight)
+	// Single reads from many goroutines must reach the kernel together,
+	// not one after the other.
+	if e.cfg.MinDepth > 0 && e.direct && st.MaxInFlight < 2 {
+		t.Fatalf("MaxInFlight = %d with 32 goroutines reading O_DIRECT, want at least 2", st.MaxInFlight)
 	}
 }
