@@ -117,3 +117,34 @@ func BenchmarkStackRead(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWritable measures random 4 KiB writes and reads of an
+// append-only layer on page-cached files.
+func BenchmarkWritable(b *testing.B) {
+	dir := b.TempDir()
+	w, err := lsmt.Create(openFile(b, filepath.Join(dir, "d"), os.O_RDWR|os.O_CREATE), openFile(b, filepath.Join(dir, "i"), os.O_RDWR|os.O_CREATE),
+		lsmt.CreateOptions{VirtualSize: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	r := rand.New(rand.NewPCG(7, 8))
+	buf := make([]byte, 4096)
+	b.Run("write", func(b *testing.B) {
+		b.SetBytes(4096)
+		for b.Loop() {
+			if _, err := w.WriteAt(buf, r.Int64N(1<<18)*4096); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Logf("%d records", len(w.Mappings()))
+	b.Run("read", func(b *testing.B) {
+		b.SetBytes(4096)
+		for b.Loop() {
+			if _, err := w.ReadAt(buf, r.Int64N(1<<18)*4096); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

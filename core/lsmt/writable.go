@@ -77,6 +77,9 @@ type Writable struct {
 	idx   rwIndex
 	vsize int64
 
+	viewOnce sync.Once
+	v        view
+
 	closed atomic.Bool
 }
 
@@ -423,7 +426,11 @@ func (w *Writable) lookup(dst []Mapping, b, e uint64) []Mapping {
 	return dst
 }
 
-func (w *Writable) view() *view { return &view{upper: w, files: []core.File{w.data}} }
+// view returns the read path of the layer alone.
+func (w *Writable) view() *view {
+	w.viewOnce.Do(func() { w.v = view{upper: w, files: []core.File{w.data}} })
+	return &w.v
+}
 
 // Size returns the virtual size.
 func (w *Writable) Size() int64 {
