@@ -72,7 +72,7 @@ func defaultOptions() options {
 // (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// WithCallTimeout bounds the time a plugin may take to answer one batch
+// WithCallTimeout bounds the time a plugin may take to answer one request
 // (default 10 s). A plugin that does not answer in time is killed and
 // restarted, and the request fails with ErrTimeout.
 func WithCallTimeout(d time.Duration) Option { return func(o *options) { o.callTimeout = d } }
@@ -402,7 +402,7 @@ func (p *Plugin) do(op, id uint8, blocks []core.CodecBlock) error {
 		if err != nil {
 			return err
 		}
-		err = in.run(op, id, blocks)
+		err = in.run(op, id, blocks, p.opts.callTimeout)
 		if err == nil {
 			return nil
 		}

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -43,7 +45,7 @@ type instance struct {
 // lane is one doorbell socket and its region of the shared memory. A lane
 // carries one batch at a time.
 type lane struct {
-	fd    int // blocking SOCK_SEQPACKET socket with send and receive timeouts
+	conn  *net.UnixConn
 	mem   []byte
 	seq   uint64
 	msg   []byte
@@ -92,24 +94,21 @@ func launch(ctx context.Context, p *Plugin) (in *instance, err error) {
 		if err != nil {
 			return in, fmt.Errorf("lane %d socketpair: %w", i, err)
 		}
+		hostFile := os.NewFile(uintptr(fds[0]), fmt.Sprintf("lane%d", i))
 		childFiles = append(childFiles, os.NewFile(uintptr(fds[1]), fmt.Sprintf("lane%d-plugin", i)))
+		c, err := net.FileConn(hostFile)
+		hostFile.Close()
+		if err != nil {
+			return in, fmt.Errorf("lane %d socket: %w", i, err)
+		}
 		ln := &lane{
-			fd:    fds[0],
+			conn:  c.(*net.UnixConn),
 			mem:   mem[i*o.laneSize : (i+1)*o.laneSize : (i+1)*o.laneSize],
 			msg:   make([]byte, 0, wire.HeaderSize+wire.MaxBatch*wire.DescSize),
 			reply: make([]byte, wire.HeaderSize+wire.MaxBatch*wire.ResultSize+1),
 		}
 		in.all = append(in.all, ln)
 		in.lanes <- ln
-		// The doorbell is a blocking socket served by plain system calls:
-		// a round trip costs a few microseconds less than through the
-		// runtime's poller. The timeouts bound each send and receive.
-		tv := unix.NsecToTimeval(o.callTimeout.Nanoseconds())
-		for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
-			if err := unix.SetsockoptTimeval(fds[0], unix.SOL_SOCKET, opt, &tv); err != nil {
-				return in, fmt.Errorf("lane %d socket timeout: %w", i, err)
-			}
-		}
 		dp.Socks = append(dp.Socks, 3+1+i)
 	}
 
@@ -217,9 +216,7 @@ func (in *instance) teardown() {
 		in.dead.Store(true)
 		close(in.deadCh)
 		for _, ln := range in.all {
-			// Wakes requests blocked on the doorbell; the descriptor is
-			// closed once no request uses it.
-			_ = unix.Shutdown(ln.fd, unix.SHUT_RDWR)
+			ln.conn.Close()
 		}
 		if in.client != nil {
 			// A plugin exits when its doorbells close. One that does not
@@ -237,9 +234,6 @@ func (in *instance) teardown() {
 			in.client.Kill()
 		}
 		in.useMu.Lock()
-		for _, ln := range in.all {
-			_ = unix.Close(ln.fd)
-		}
 		if in.mem != nil {
 			_ = unix.Munmap(in.mem)
 			in.mem = nil
@@ -250,7 +244,7 @@ func (in *instance) teardown() {
 
 // run serves blocks on one lane of the instance, in as many batches as the
 // lane needs.
-func (in *instance) run(op, id uint8, blocks []core.CodecBlock) error {
+func (in *instance) run(op, id uint8, blocks []core.CodecBlock, timeout time.Duration) error {
 	if in.dead.Load() {
 		return errGone
 	}
@@ -265,6 +259,7 @@ func (in *instance) run(op, id uint8, blocks []core.CodecBlock) error {
 	case <-in.deadCh:
 		return errGone
 	}
+	deadline := time.Now().Add(timeout)
 	maxBatch := min(in.info.MaxBatch, wire.MaxBatch)
 	for len(blocks) > 0 {
 		n, err := ln.fit(blocks, maxBatch)
@@ -272,7 +267,7 @@ func (in *instance) run(op, id uint8, blocks []core.CodecBlock) error {
 			in.lanes <- ln
 			return err
 		}
-		if err := ln.exchange(op, id, blocks[:n]); err != nil {
+		if err := ln.exchange(op, id, blocks[:n], deadline); err != nil {
 			// A failed exchange leaves the lane out of step with the
 			// plugin; the instance is retired with it.
 			return err
@@ -306,7 +301,7 @@ func (ln *lane) fit(blocks []core.CodecBlock, maxBatch int) (int, error) {
 
 // exchange sends one batch and checks and copies out its reply. Blocks
 // must fit the lane (see fit).
-func (ln *lane) exchange(op, id uint8, blocks []core.CodecBlock) error {
+func (ln *lane) exchange(op, id uint8, blocks []core.CodecBlock, deadline time.Time) error {
 	ln.seq++
 	seq := ln.seq
 	msg := wire.AppendHeader(ln.msg[:0], wire.Header{Op: op, Codec: id, Seq: seq, Count: uint32(len(blocks))})
@@ -322,27 +317,15 @@ func (ln *lane) exchange(op, id uint8, blocks []core.CodecBlock) error {
 		ln.descs = append(ln.descs, d)
 	}
 	ln.msg = msg
-	for {
-		_, err := unix.SendmsgN(ln.fd, msg, nil, nil, unix.MSG_NOSIGNAL)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return ln.ioFailure("ring doorbell", err)
-		}
-		break
+	if err := ln.conn.SetDeadline(deadline); err != nil {
+		return crashed("doorbell deadline: %v", err)
 	}
-	var n int
-	for {
-		var err error
-		n, _, _, _, err = unix.Recvmsg(ln.fd, ln.reply, nil, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return ln.ioFailure("wait for reply", err)
-		}
-		break
+	if _, err := ln.conn.Write(msg); err != nil {
+		return ln.ioFailure("ring doorbell", err)
+	}
+	n, err := ln.conn.Read(ln.reply)
+	if err != nil {
+		return ln.ioFailure("wait for reply", err)
 	}
 	if n == 0 {
 		return crashed("plugin closed the doorbell")
@@ -406,10 +389,10 @@ func collect(reply []byte, req wire.Header, descs []wire.Desc, mem []byte, block
 }
 
 func (ln *lane) ioFailure(what string, err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, unix.EAGAIN) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return &failure{err: fmt.Errorf("%w: %w: %w: %s", ErrPluginFailed, core.ErrCorrupt, ErrTimeout, what)}
 	}
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		return crashed("%s: plugin process went away: %v", what, err)
 	}
 	return crashed("%s: %v", what, err)

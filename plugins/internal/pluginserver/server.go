@@ -9,7 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"sync/atomic"
@@ -166,31 +168,31 @@ func (s *server) startDataPlane(dp wire.DataPlane) error {
 	}
 	_ = unix.Close(dp.MemFD)
 	for i, fd := range dp.Socks {
-		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-		if err != nil || typ != unix.SOCK_SEQPACKET {
-			return fmt.Errorf("lane %d: descriptor %d is not a SOCK_SEQPACKET socket (%v)", i, fd, err)
+		f := os.NewFile(uintptr(fd), fmt.Sprintf("lane%d", i))
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("lane %d socket: %w", i, err)
 		}
-		unix.CloseOnExec(fd)
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			return fmt.Errorf("lane %d: not a unix socket", i)
+		}
 		lane := mem[i*dp.LaneSize : (i+1)*dp.LaneSize : (i+1)*dp.LaneSize]
-		go s.serveLane(fd, lane)
+		go s.serveLane(uc, lane)
 	}
 	return nil
 }
 
-// serveLane answers the doorbells of one lane, with plain blocking system
-// calls (cheaper per round trip than the runtime's poller). The host closing
-// its end means the host is gone (or retired this process): the plugin
-// exits.
-func (s *server) serveLane(fd int, lane []byte) {
+// serveLane answers the doorbells of one lane. The host closing its end
+// means the host is gone (or retired this process): the plugin exits.
+func (s *server) serveLane(conn *net.UnixConn, lane []byte) {
 	msg := make([]byte, wire.HeaderSize+wire.MaxBatch*wire.DescSize+1)
 	reply := make([]byte, 0, wire.HeaderSize+wire.MaxBatch*wire.ResultSize)
 	for {
-		n, _, _, _, err := unix.Recvmsg(fd, msg, nil, 0)
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := conn.Read(msg)
 		if err != nil || n == 0 {
-			if err != nil {
+			if err != nil && !errors.Is(err, io.EOF) {
 				s.log.Error("doorbell read", "err", err)
 			}
 			os.Exit(0)
@@ -199,13 +201,7 @@ func (s *server) serveLane(fd int, lane []byte) {
 		if s.opts.Tamper != nil {
 			reply = s.opts.Tamper(msg[:n], reply, lane)
 		}
-		for {
-			_, err = unix.SendmsgN(fd, reply, nil, nil, unix.MSG_NOSIGNAL)
-			if err != unix.EINTR {
-				break
-			}
-		}
-		if err != nil {
+		if _, err := conn.Write(reply); err != nil {
 			s.log.Error("doorbell reply", "err", err)
 			os.Exit(0)
 		}
