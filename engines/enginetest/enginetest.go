@@ -60,6 +60,7 @@ func Run(t *testing.T, cfg Config) {
 				{"Depth", testDepth},
 				{"ConcurrentDepth", testConcurrentDepth},
 				{"Counters", testCounters},
+				{"OtherDescriptor", testOtherDescriptor},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					ignore := goleak.IgnoreCurrent()
@@ -647,5 +648,41 @@ func testConcurrentDepth(t *testing.T, e *env) {
 	// not one after the other.
 	if e.cfg.MinDepth > 0 && e.direct && st.MaxInFlight < 2 {
 		t.Fatalf("MaxInFlight = %d with 32 goroutines reading O_DIRECT, want at least 2", st.MaxInFlight)
+	}
+}
+
+// testOtherDescriptor grows the file through another descriptor and then
+// writes inside and past the new end: the engine must go by the file's real
+// size (an O_DIRECT read-modify-write must not cut the other writer's data).
+func testOtherDescriptor(t *testing.T, e *env) {
+	f := e.open(t, "other")
+	defer f.Close()
+	path := filepath.Join(e.dir, "other")
+	m := &model{}
+	p := randomBytes(e.rng, 5000)
+	if n, err := f.WriteAt(p, 0); n != len(p) || err != nil {
+		t.Fatalf("WriteAt = %d, %v", n, err)
+	}
+	m.write(p, 0)
+	other, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := randomBytes(e.rng, 20000)
+	if _, err := other.WriteAt(q, 5000); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	m.write(q, 5000)
+	for _, w := range []struct {
+		n   int
+		off int64
+	}{{10, 4990}, {100, 24000}, {3, 24999}} {
+		p := randomBytes(e.rng, w.n)
+		if n, err := f.WriteAt(p, w.off); n != w.n || err != nil {
+			t.Fatalf("WriteAt(len %d, off %d) = %d, %v", w.n, w.off, n, err)
+		}
+		m.write(p, w.off)
+		checkWhole(t, f, m, path)
 	}
 }

@@ -320,15 +320,29 @@ func (f *File) writeUnaligned(p []byte, off int64) (int, error) {
 	aoff, aend := roundDown(off), roundUp(end)
 	// A write whose last block reaches past the end of the file extends
 	// the file to a block boundary and must truncate it back: that, and
-	// only that, runs alone.
+	// only that, runs alone. The size that decides is the file's own
+	// (fstat), not only what this File did.
 	resizing := aend > f.size.Load()
-	if resizing {
-		f.ext.Lock()
-		defer f.ext.Unlock()
-	} else {
-		f.ext.RLock()
-		defer f.ext.RUnlock()
+	var oldSize int64
+	for {
+		if resizing {
+			f.ext.Lock()
+		} else {
+			f.ext.RLock()
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(f.fd, &st); err != nil {
+			f.unlockExt(resizing)
+			return 0, fmt.Errorf("%s: stat %s: %w", f.e.name, f.name, err)
+		}
+		oldSize = max(st.Size, f.size.Load())
+		if resizing || aend <= oldSize {
+			break
+		}
+		f.ext.RUnlock()
+		resizing = true
 	}
+	defer f.unlockExt(resizing)
 	first, last := (aoff/Align)%stripes, (aend/Align-1)%stripes
 	if first > last {
 		first, last = last, first
@@ -339,7 +353,6 @@ func (f *File) writeUnaligned(p []byte, off int64) (int, error) {
 		f.stripes[last].Lock()
 		defer f.stripes[last].Unlock()
 	}
-	oldSize := f.size.Load()
 
 	b := f.buffer(int(aend - aoff))
 	defer f.release(b)
@@ -382,6 +395,14 @@ func (f *File) writeUnaligned(p []byte, off int64) (int, error) {
 		f.size.Store(newSize)
 	}
 	return n, nil
+}
+
+func (f *File) unlockExt(exclusive bool) {
+	if exclusive {
+		f.ext.Unlock()
+	} else {
+		f.ext.RUnlock()
+	}
 }
 
 // Size returns the current size of the file (0 if it cannot be read).
