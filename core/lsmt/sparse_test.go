@@ -208,3 +208,33 @@ func TestSparseDiscardKept(t *testing.T) {
 		t.Fatal("upstream-style open: the lower should show through the forgotten discard")
 	}
 }
+
+// TestRawZstExpectations: the zstd-compressed expected images of the
+// vectors equal what the Go generator of the write scripts produces, and
+// the layers read as them.
+func TestRawZstExpectations(t *testing.T) {
+	for _, c := range []struct {
+		zst, layer string
+		scripts    []string
+	}{
+		{"lsmt/main.raw.zst", "lsmt/rw-log.commit", []string{"main"}},
+		{"stack/merged.raw.zst", "stack/merged-by-tool.commit", []string{"stackA", "stackB", "stackC"}},
+	} {
+		zf, err := os.Open(testvectors.Path(t, c.zst))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := zstd.NewReader(zf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := io.ReadAll(dec)
+		dec.Close()
+		zf.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameImage(t, c.zst+" vs generator", raw, image(vsize64M, c.scripts...), "")
+		sameImage(t, c.layer+" vs "+c.zst, readAll(t, openRO(t, c.layer)), raw, "")
+	}
+}
