@@ -269,6 +269,16 @@ func TestCoalesceLimit(t *testing.T) {
 		ms = append(ms, Mapping{Offset: uint64(i) * 64, Length: 64, MOffset: cur})
 		cur += 64
 	}
+	// Different tags or kinds are never joined.
+	if got := coalesce([]Mapping{{Offset: 0, Length: 8, MOffset: 8}, {Offset: 8, Length: 8, MOffset: 16, Tag: 1}}); len(got) != 2 {
+		t.Fatalf("joined different tags: %v", got)
+	}
+	if got := coalesce([]Mapping{{Offset: 0, Length: 8, MOffset: 8, Zeroed: true}, {Offset: 8, Length: 8, MOffset: 8}}); len(got) != 2 {
+		t.Fatalf("joined zeroed and data: %v", got)
+	}
+	if got := coalesce([]Mapping{{Offset: 0, Length: 8, MOffset: 8, Zeroed: true}, {Offset: 8, Length: 8, MOffset: 8, Zeroed: true}}); len(got) != 1 || got[0].Length != 16 {
+		t.Fatalf("zeroed neighbours: %v", got)
+	}
 	out := coalesce(slices.Clone(ms))
 	// 255 chunks of 64 = 16320 < 16383; a 256th would reach 16384.
 	if out[0].Length != 16320 || out[1].Length != 16320 || out[2].Length != 600*64-2*16320 {

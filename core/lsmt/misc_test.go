@@ -2,7 +2,12 @@ package lsmt_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -134,5 +139,92 @@ func TestConcurrentWritable(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.Close()
+	}
+}
+
+// TestRestack: the writable layer of a stack is sealed in place and
+// becomes the top read-only layer under a new writable layer (upstream's
+// snapshot), twice; the view stays correct, for both kinds.
+func TestRestack(t *testing.T) {
+	for _, sparse := range []bool{false, true} {
+		dir := t.TempDir()
+		if sparse {
+			fsBlock4K(t, dir)
+		}
+		want := image(vsize64M, "stackA")
+		lowers := []*lsmt.ReadOnly{openRO(t, "stack/A.commit")}
+		// openRO registers a Close; the stack owns the layer from now on.
+		for round := 0; round < 3; round++ {
+			dp := filepath.Join(dir, fmt.Sprintf("u%d.data", round))
+			ip := filepath.Join(dir, fmt.Sprintf("u%d.index", round))
+			w, err := lsmt.Create(openFile(t, dp, os.O_RDWR|os.O_CREATE|os.O_EXCL), openFile(t, ip, os.O_RDWR|os.O_CREATE|os.O_EXCL),
+				lsmt.CreateOptions{VirtualSize: 0, Sparse: sparse})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := lsmt.NewStack(lowers, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := bytes.Repeat([]byte{byte(0x40 + round)}, 3*4096+512)
+			off := int64(round)*8192 + 512
+			if _, err := s.WriteAt(p, off); err != nil {
+				t.Fatal(err)
+			}
+			copy(want[off:], p)
+			if err := s.Discard(4<<20+int64(round)*4096, 4096); err != nil {
+				t.Fatal(err)
+			}
+			clear(want[4<<20+int64(round)*4096 : 4<<20+int64(round+1)*4096])
+			sameImage(t, fmt.Sprintf("round %d", round), readAll(t, s), want, "")
+			sealed, err := w.Seal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			lowers = append(lowers, sealed)
+		}
+		s, err := lsmt.NewStack(lowers, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameImage(t, "sealed stack", readAll(t, s), want, "")
+		var out bytes.Buffer
+		if err := s.Flatten(&out, lsmt.CommitOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f, err := lsmt.OpenReadOnly(lsmt.NewMemFile(out.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameImage(t, "flattened", readAll(t, f), want, "")
+		for _, l := range lowers[1:] {
+			l.Close()
+		}
+	}
+}
+
+// TestOversizedIndexes: indexes longer than upstream's limits are refused
+// before anything is read or allocated.
+func TestOversizedIndexes(t *testing.T) {
+	dir := t.TempDir()
+	ip := filepath.Join(dir, "i")
+	w, err := lsmt.Create(openFile(t, filepath.Join(dir, "d"), os.O_RDWR|os.O_CREATE), openFile(t, ip, os.O_RDWR|os.O_CREATE), lsmt.CreateOptions{VirtualSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := os.Truncate(ip, 4096+16*(lsmt.MaxIndexSize+1)); err != nil {
+		t.Skip(err)
+	}
+	_, err = lsmt.OpenWritable(openFile(t, filepath.Join(dir, "d"), os.O_RDWR), openFile(t, ip, os.O_RDWR))
+	if !errors.Is(err, core.ErrCorrupt) {
+		t.Fatalf("oversized writable index: %v", err)
+	}
+	// A committed layer whose trailer claims 1,000,001 records.
+	b := vectorBytes(t, "stack/C.commit")
+	tr := len(b) - lsmt.HeaderSize
+	binary.LittleEndian.PutUint64(b[tr+40:], lsmt.MaxROIndexSize+1)
+	if _, err := lsmt.OpenReadOnly(lsmt.NewMemFile(b)); !errors.Is(err, core.ErrCorrupt) || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("oversized read-only index: %v", err)
 	}
 }
