@@ -55,6 +55,8 @@ valid UUIDs (upstream silently stores the null UUID for an invalid one, and
 overflows a buffer for one longer than 36 characters); the warning about
 --bs/--algorithm without -z appears only when one of them was given.
 
+Every flag may be spelled with "_" or "-" (--commit_sealed, --commit-sealed).
+
 Options:
 `
 
@@ -79,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVarP(&o.parent, "parent-uuid", "p", "", "parent UUID (default: the writable layer's parent)")
 	fs.BoolVarP(&o.z, "compress", "z", false, "compress the output as a ZFile")
 	fs.StringVar(&o.algorithm, "algorithm", "", "ZFile algorithm: lz4 or zstd (default lz4)")
-	fs.IntVar(&o.bs, "bs", -1, "ZFile block size in KiB: a power of two from 4 to 64 (default 4)")
+	fs.IntVar(&o.bs, "bs", -1, "ZFile block size in KiB: a power of two from 4 to 64; -1 means 4")
 	fs.BoolVarP(&o.tar, "tar", "t", false, "wrap the ZFile output in overlaybd's tar envelope")
 	fs.IntVar(&o.threads, "compress_threads", 1, "compression workers (the output does not depend on it)")
 	fs.BoolVarP(&o.force, "force", "f", false, "remove an existing output first")

@@ -47,6 +47,8 @@ random one; -p/--parent-uuid are spellings of -u; a failure removes the files
 this run created; -s keeps the layer's discards in index_file (upstream
 leaves it empty and forgets discards on reopen; upstream still reads the layer).
 
+Every flag may be spelled with "_" or "-" (--commit_sealed, --commit-sealed).
+
 Options:
 `
 

@@ -50,6 +50,8 @@ Differences from upstream: -t works (upstream's is non-functional); a partial
 output is removed on failure; lowers may be given in any envelope (tar, ZFile,
 plain).
 
+Every flag may be spelled with "_" or "-" (--commit_sealed, --commit-sealed).
+
 Options:
 `
 
