@@ -44,8 +44,14 @@ func TestCreateSparseAndParent(t *testing.T) {
 	if st.Size() != 2<<30+4096 || si.Size() != 0 {
 		t.Fatalf("sizes %d %d", st.Size(), si.Size())
 	}
-	d, _ := os.ReadFile(filepath.Join(dir, "d"))
-	h, err := lsmt.ParseHeader(d[:4096])
+	df, err := os.Open(filepath.Join(dir, "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := make([]byte, 4096)
+	df.ReadAt(d, 0)
+	df.Close()
+	h, err := lsmt.ParseHeader(d)
 	if err != nil || h.Flags != 0x13 || h.ParentUUID.String() != "CCCCCCCC-0000-4000-8000-00000000000A" {
 		t.Fatalf("%+v %v", h, err)
 	}
