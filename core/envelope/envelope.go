@@ -219,3 +219,13 @@ func (s *Section) Sync() error { return nil }
 
 // Close closes the underlying file.
 func (s *Section) Close() error { return s.f.Close() }
+
+// Invalidate passes core.Invalidator through to the underlying file, shifted
+// to the window, so that a ZFile inside a tar envelope can have a bad block
+// fetched again. Without an invalidator below it reports core.ErrUnsupported.
+func (s *Section) Invalidate(off, length int64) error {
+	if inv, ok := s.f.(core.Invalidator); ok {
+		return inv.Invalidate(s.off+off, length)
+	}
+	return fmt.Errorf("envelope: invalidate: %w", core.ErrUnsupported)
+}

@@ -353,3 +353,53 @@ func crc(seed uint32, p []byte) uint32 {
 	}
 	return f().Update(seed, p)
 }
+
+// healingFile serves a damaged block until the range is invalidated a given
+// number of times, like a cache that had stored bad bytes.
+type healingFile struct {
+	*zfiletest.MemFile
+	good          []byte
+	badOff        int64
+	healAfter     int
+	invalidations int
+}
+
+func (h *healingFile) Invalidate(off, length int64) error {
+	h.invalidations++
+	if off <= h.badOff && h.badOff < off+length && h.invalidations >= h.healAfter {
+		h.MemFile.WriteAt(h.good[h.badOff:h.badOff+1], h.badOff)
+	}
+	return nil
+}
+
+// TestRefetchAfterInvalidate: a block that fails its CRC is invalidated in
+// the file below and fetched again (upstream retries 3 times); the read
+// succeeds when the fresh copy is good and fails with ErrChecksum otherwise.
+func TestRefetchAfterInvalidate(t *testing.T) {
+	z := compress(t, plain[:64<<10], zfile.Options{})
+	r0, _ := zfile.Open(zfiletest.NewMemFile(z))
+	off, _ := r0.StoredBlock(5)
+	bad := bytes.Clone(z)
+	bad[off+3] ^= 0x20
+	for _, tc := range []struct {
+		healAfter int
+		ok        bool
+	}{{1, true}, {3, true}, {4, false}} {
+		hf := &healingFile{MemFile: zfiletest.NewMemFile(bad), good: z, badOff: off + 3, healAfter: tc.healAfter}
+		r, err := zfile.Open(hf, zfile.WithCacheBytes(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64<<10)
+		_, err = r.ReadAt(buf, 0)
+		if tc.ok && (err != nil || !bytes.Equal(buf, plain[:64<<10])) {
+			t.Fatalf("heal after %d: %v", tc.healAfter, err)
+		}
+		if !tc.ok && !errors.Is(err, core.ErrChecksum) {
+			t.Fatalf("never healed: %v", err)
+		}
+		if want := min(tc.healAfter, 3); hf.invalidations != want || r.Refetches() != uint64(want) {
+			t.Fatalf("heal after %d: %d invalidations, %d refetches", tc.healAfter, hf.invalidations, r.Refetches())
+		}
+	}
+}

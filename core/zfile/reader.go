@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/overlaybd-go/overlaybd/core"
 )
@@ -68,6 +69,8 @@ type Reader struct {
 	cache  *blockCache
 	work   int
 	blocks sync.Pool // *[]byte of bs bytes
+
+	refetches atomic.Uint64
 
 	mu     sync.RWMutex // held shared by reads, exclusively by Close
 	closed bool
@@ -452,15 +455,19 @@ func (r *Reader) readSpan(p []byte, off, first, last int64, small bool) error {
 		stored := comp[s : r.blockOffset(i+1)-start]
 		if whole {
 			if err := r.decode(dst, stored, i); err != nil {
-				return err
+				if err = r.refetch(dst, i, err); err != nil {
+					return err
+				}
 			}
 			continue
 		}
 		bp := r.blocks.Get().(*[]byte)
 		blk := (*bp)[:bLen]
 		if err := r.decode(blk, stored, i); err != nil {
-			r.blocks.Put(bp)
-			return err
+			if err = r.refetch(blk, i, err); err != nil {
+				r.blocks.Put(bp)
+				return err
+			}
 		}
 		copy(dst, blk[lo-bOff:])
 		if r.cache != nil {
@@ -470,6 +477,43 @@ func (r *Reader) readSpan(p []byte, off, first, last int64, small bool) error {
 	}
 	return nil
 }
+
+// maxRefetch is how many times a block that fails its check is fetched
+// again after its cached copy was invalidated (upstream retries 3 times).
+const maxRefetch = 3
+
+// refetch handles a block that failed its CRC or did not decode. When the
+// underlying file keeps copies (a cache: core.Invalidator), the block's
+// stored bytes are invalidated and fetched again, up to maxRefetch times;
+// otherwise the first error stands. dst receives the block on success.
+func (r *Reader) refetch(dst []byte, i int64, first error) error {
+	inv, ok := r.f.(core.Invalidator)
+	if !ok {
+		return first
+	}
+	off, n := r.StoredBlock(i)
+	stored := make([]byte, n)
+	err := first
+	for try := 1; try <= maxRefetch; try++ {
+		r.refetches.Add(1)
+		if ierr := inv.Invalidate(off, n); errors.Is(ierr, core.ErrUnsupported) {
+			return err // nothing keeps copies: fetching again gives the same bytes
+		} else if ierr != nil {
+			return fmt.Errorf("%w (invalidating the block for a re-fetch failed: %v)", err, ierr)
+		}
+		if rerr := readFull(r.f, stored, off); rerr != nil {
+			return fmt.Errorf("zfile: re-fetch block %d at %d: %w", i, off, rerr)
+		}
+		if err = r.decode(dst, stored, i); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w (after %d re-fetches)", err, maxRefetch)
+}
+
+// Refetches returns how many times blocks were fetched again after failing
+// their check.
+func (r *Reader) Refetches() uint64 { return r.refetches.Load() }
 
 // decode verifies the CRC of stored block i and decompresses it into dst,
 // which has exactly the block's original length.
