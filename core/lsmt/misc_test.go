@@ -228,3 +228,48 @@ func TestOversizedIndexes(t *testing.T) {
 		t.Fatalf("oversized read-only index: %v", err)
 	}
 }
+
+// TestBeyond2TiB: data written past 2 TiB (sector 2^32) reads back through
+// a commit and a stack, next to data at the same offset modulo 2^32.
+func TestBeyond2TiB(t *testing.T) {
+	const vsize = 8 << 40
+	mk := func(offs ...int64) *lsmt.ReadOnly {
+		w, err := lsmt.Create(lsmt.NewMemFile(nil), lsmt.NewMemFile(nil), lsmt.CreateOptions{VirtualSize: vsize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, off := range offs {
+			if _, err := w.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, 4096), off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out bytes.Buffer
+		if err := w.Commit(&out, lsmt.CommitOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := lsmt.OpenReadOnly(lsmt.NewMemFile(out.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	const tib2 = 2 << 40 // sector 2^32
+	lower := mk(4096, tib2+4096, 2*tib2+4096)
+	upper := mk(tib2 + 8192)
+	s, err := lsmt.NewStack([]*lsmt.ReadOnly{lower, upper}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for _, c := range []struct {
+		off  int64
+		want byte
+	}{{4096, 1}, {8192, 0}, {tib2 + 4096, 2}, {tib2 + 8192, 1}, {2*tib2 + 4096, 3}, {2*tib2 + 8192, 0}, {vsize - 4096, 0}} {
+		if _, err := s.ReadAt(buf, c.off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, bytes.Repeat([]byte{c.want}, 4096)) {
+			t.Fatalf("at %d: %#x..., want %#x", c.off, buf[0], c.want)
+		}
+	}
+}
