@@ -304,9 +304,9 @@ func (p *Plugin) instance(ctx context.Context) (*instance, error) {
 	return in, nil
 }
 
-// noteStart sets the back-off before the next start: none after a process
-// that lived a while, doubling up to 10 s while starts keep failing or
-// processes keep dying young.
+// noteStart sets the back-off before the next start: none after a start
+// that worked, doubling from 100 ms up to 10 s while starts keep failing or
+// processes keep failing before they served anything.
 func (p *Plugin) noteStart(at time.Time, ok bool) {
 	if ok {
 		p.nextStart = time.Time{}
@@ -317,15 +317,19 @@ func (p *Plugin) noteStart(at time.Time, ok bool) {
 }
 
 // retire takes in out of service after err and stops it in the background.
+// A process that served requests before it failed is replaced at once (the
+// failure may belong to one request); one that failed before serving
+// anything is replaced after the back-off, so that a plugin failing at
+// every request does not spin.
 func (p *Plugin) retire(in *instance, err error) {
 	p.mu.Lock()
 	if p.cur == in {
 		p.cur = nil
 		p.restarts++
-		if time.Since(in.start) < 10*time.Second {
-			p.noteStart(time.Now(), false)
-		} else {
+		if in.served.Load() > 0 {
 			p.backoff = 0
+		} else {
+			p.noteStart(time.Now(), false)
 		}
 		p.log.Warn("codec plugin retired", "pid", in.pid, "err", err)
 	}

@@ -36,6 +36,8 @@ type instance struct {
 	lanes chan *lane
 	all   []*lane
 
+	served atomic.Uint64 // batches answered correctly
+
 	useMu    sync.RWMutex // held shared while mem is in use; exclusively to unmap
 	dead     atomic.Bool
 	deadCh   chan struct{}
@@ -272,6 +274,7 @@ func (in *instance) run(op, id uint8, blocks []core.CodecBlock, timeout time.Dur
 			// plugin; the instance is retired with it.
 			return err
 		}
+		in.served.Add(1)
 		blocks = blocks[n:]
 	}
 	in.lanes <- ln
