@@ -7,14 +7,17 @@
 #   * an lz4 ZFile of that layer (overlaybd-import -z) served by overlaybd-nbd.
 #
 # Workloads: 4 KiB random reads at depth 16, and 1 MiB sequential reads at
-# depth 4. Prints a table with IOPS, MiB/s and the ratio to nbdkit.
+# depth 4. The servers take turns, ROUNDS times (default 3), so that the
+# noise of a shared machine hits them alike; the table gives the median
+# IOPS and MiB/s of each and the ratio to nbdkit's median.
 #
-#   bench/nbd-fio.sh [SIZE_MIB (default 256)] [RUNTIME_S (default 10)]
+#   bench/nbd-fio.sh [SIZE_MIB (default 256)] [RUNTIME_S per run (default 5)]
 #
 # Needs: make build, fio, nbdkit, python3. BIN overrides the binaries' folder.
 set -euo pipefail
 size_mib=${1:-256}
-runtime=${2:-10}
+runtime=${2:-5}
+rounds=${ROUNDS:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$root/bin}
 for t in fio nbdkit python3; do command -v $t >/dev/null || { echo "bench: $t missing" >&2; exit 1; }; done
@@ -60,18 +63,26 @@ run_fio() { # uri rw bs depth
 	python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["jobs"][0]["read"]; print("%.0f %.1f" % (r["iops"], r["bw_bytes"]/1048576))' "$work/fio.json"
 }
 
-printf '%-30s %-22s %10s %10s %8s\n' workload server IOPS MiB/s ratio
+servers=("nbdkit file (raw)|nbd+unix:///?socket=$work/nbdkit.sock"
+	"overlaybd-nbd plain|nbd+unix:///plain?socket=$work/obd.sock"
+	"overlaybd-nbd lz4 zfile|nbd+unix:///lz4?socket=$work/obd.sock")
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+printf '%-24s %-24s %10s %10s %8s\n' workload server IOPS MiB/s ratio
 for w in "randread 4k 16" "read 1m 4"; do
 	set -- $w
+	rm -f "$work"/res.*
+	for _ in $(seq 1 "$rounds"); do
+		for i in "${!servers[@]}"; do
+			run_fio "${servers[$i]#*|}" "$1" "$2" "$3" >>"$work/res.$i"
+		done
+	done
 	base=""
-	for srv in "nbdkit file (raw)|nbd+unix:///?socket=$work/nbdkit.sock" \
-		"overlaybd-nbd plain|nbd+unix:///plain?socket=$work/obd.sock" \
-		"overlaybd-nbd lz4 zfile|nbd+unix:///lz4?socket=$work/obd.sock"; do
-		name=${srv%%|*}
-		uri=${srv#*|}
-		read -r iops mibs < <(run_fio "$uri" "$1" "$2" "$3")
+	for i in "${!servers[@]}"; do
+		iops=$(cut -d' ' -f1 "$work/res.$i" | median)
+		mibs=$(cut -d' ' -f2 "$work/res.$i" | median)
 		[ -z "$base" ] && base=$iops
 		ratio=$(python3 -c "print('%.2fx' % ($iops / $base))")
-		printf '%-30s %-22s %10s %10s %8s\n' "$1 bs=$2 qd=$3" "$name" "$iops" "$mibs" "$ratio"
+		printf '%-24s %-24s %10.0f %10.1f %8s\n' "$1 bs=$2 qd=$3" "${servers[$i]%%|*}" "$iops" "$mibs" "$ratio"
 	done
 done
