@@ -191,7 +191,9 @@ func (f *File) transfer(jobs []job) error {
 			j, r := &jobs[i], &kr[k]
 			switch {
 			case r.Err != nil:
-				if (errors.Is(r.Err, unix.EINTR) || errors.Is(r.Err, unix.EAGAIN)) && again < 1000 {
+				// EINTR and EAGAIN are transient; ECANCELED is what io_uring
+				// returns for requests whose submitting thread exited.
+				if (errors.Is(r.Err, unix.EINTR) || errors.Is(r.Err, unix.EAGAIN) || errors.Is(r.Err, unix.ECANCELED)) && again < 1000 {
 					next = append(next, i)
 					continue
 				}
