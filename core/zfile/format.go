@@ -251,6 +251,7 @@ type BlockTooLargeError struct {
 	UpstreamAt int // the limit, UpstreamMaxStored
 }
 
+// Error names the block, its input offset, the size and the limit.
 func (e *BlockTooLargeError) Error() string {
 	return fmt.Sprintf("zfile: block %d (input offset %d) compresses with %s to %d stored bytes, more than the %d that overlaybd can read; use a smaller block size than %d",
 		e.Block, e.Offset, e.Algorithm, e.Stored, e.UpstreamAt, e.BlockSize)
