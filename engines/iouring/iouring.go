@@ -82,11 +82,13 @@ func Factory(cfg core.EngineConfig) (core.Engine, error) {
 	return e, nil
 }
 
-// Refused reports whether err means that this process cannot use io_uring
-// (as opposed to a transient failure).
+// Refused reports whether err means that this process cannot use io_uring:
+// the kernel lacks it (ENOSYS, missing opcodes), forbids it (EPERM, EACCES:
+// seccomp, kernel.io_uring_disabled) or will not lock the ring's memory
+// (ENOMEM under a small RLIMIT_MEMLOCK on kernels before 5.12).
 func Refused(err error) bool {
 	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) ||
-		errors.Is(err, core.ErrUnsupported)
+		errors.Is(err, unix.ENOMEM) || errors.Is(err, core.ErrUnsupported)
 }
 
 // Engine is an io_uring engine.

@@ -83,3 +83,7 @@ func TestRegistered(t *testing.T) {
 		e.Close()
 	}
 }
+
+func TestRefusedENOMEM(t *testing.T) {
+	enginetest.EngineRefused(t, iouring.Name, unix.SYS_IO_URING_SETUP, unix.ENOMEM)
+}

@@ -377,6 +377,7 @@ func (r *ring) flush() {
 		if !r.submitting.CompareAndSwap(false, true) {
 			return
 		}
+		backoff := 10 * time.Microsecond
 		for {
 			n := r.unsubmitted.Load()
 			if n == 0 {
@@ -386,7 +387,8 @@ func (r *ring) flush() {
 			if errno != 0 {
 				// EINTR, EAGAIN and EBUSY are transient; nothing else is
 				// expected with valid entries. Retry without spinning.
-				time.Sleep(20 * time.Microsecond)
+				time.Sleep(backoff)
+				backoff = min(2*backoff, 10*time.Millisecond)
 				continue
 			}
 			if got > 0 {

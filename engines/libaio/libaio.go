@@ -64,9 +64,11 @@ func Factory(cfg core.EngineConfig) (core.Engine, error) {
 }
 
 // Refused reports whether err means that the kernel does not let this
-// process use native AIO (as opposed to a transient failure).
+// process use native AIO: it lacks it (ENOSYS), forbids it (EPERM, EACCES:
+// seccomp) or has no AIO events left (EAGAIN: fs.aio-max-nr reached).
 func Refused(err error) bool {
-	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) ||
+		errors.Is(err, unix.EAGAIN)
 }
 
 // Engine is a native AIO engine.

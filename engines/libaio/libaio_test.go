@@ -53,3 +53,7 @@ func TestRegistered(t *testing.T) {
 		e.Close()
 	}
 }
+
+func TestRefusedEAGAIN(t *testing.T) {
+	enginetest.EngineRefused(t, libaio.Name, unix.SYS_IO_SETUP, unix.EAGAIN)
+}
