@@ -306,16 +306,20 @@ func (w *Writable) loadSparse(dh *Header) error {
 	w.blockSize = allocUnit(w.data)
 	size := w.data.Size()
 	// The discard log (zeroed records) goes under the allocated extents.
-	if w.index != nil && w.index.Size() > 0 {
+	if w.index != nil {
+		if n := w.index.Size(); n > 0 && n < HeaderSize {
+			// The first discard's header write never completed (a crash):
+			// no discard was logged yet; the header is rewritten.
+			w.log.Warn("lsmt: sparse layer discard log shorter than its header, starting it again", "bytes", n)
+		}
+	}
+	if w.index != nil && w.index.Size() >= HeaderSize {
 		lh, err := readHeader(w.index, 0)
 		if err != nil {
 			return fmt.Errorf("lsmt: sparse layer discard log header: %w", err)
 		}
 		if !lh.IsHeader() || lh.IsDataFile() || !lh.IsSparse() || lh.IndexOffset != HeaderSize {
 			return fmt.Errorf("lsmt: index file (flags %#x) is not the discard log of a sparse layer: %w", uint32(lh.Flags), core.ErrCorrupt)
-		}
-		if w.index.Size() < HeaderSize {
-			return fmt.Errorf("lsmt: discard log of %d bytes is shorter than its header: %w", w.index.Size(), core.ErrCorrupt)
 		}
 		count := (w.index.Size() - HeaderSize) / RecordSize
 		if count > MaxIndexSize {
