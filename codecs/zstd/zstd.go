@@ -14,6 +14,7 @@ package zstd
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -51,7 +52,9 @@ func Go() (core.Codec, error) {
 		enc, err := zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(Level)),
 			zstd.WithEncoderCRC(false),
-			zstd.WithEncoderConcurrency(1),
+			// EncodeAll takes one of this many encoders per call: it bounds
+			// how many blocks compress in parallel.
+			zstd.WithEncoderConcurrency(min(runtime.GOMAXPROCS(0), 8)),
 			zstd.WithZeroFrames(true))
 		if err != nil {
 			goError = fmt.Errorf("zstd: encoder: %w", err)
