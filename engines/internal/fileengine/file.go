@@ -25,8 +25,8 @@ const stripes = 64
 // address: unaligned reads go through an aligned bounce buffer, unaligned
 // writes read the partial edge blocks, merge and write whole blocks, and a
 // write that ends inside a block past the end of the file truncates the
-// file back to its true size. The size of such files is tracked by the
-// File: do not change it through another descriptor while it is open.
+// file back to its true size (as fstat reports it, so growth through
+// another descriptor is kept).
 type File struct {
 	e      *Engine
 	f      *os.File
