@@ -12,6 +12,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/core"
 	_ "github.com/overlaybd-go/overlaybd/engines/all"
+	"github.com/overlaybd-go/overlaybd/engines/enginetest"
 )
 
 func TestRegistry(t *testing.T) {
@@ -40,6 +41,16 @@ func TestRegistry(t *testing.T) {
 	if _, _, err := core.Engines.Resolve("uring"); err == nil {
 		t.Fatal("Resolve(uring) succeeded")
 	}
+}
+
+// TestConformanceRegistered runs the engine suite the way the project-wide
+// matrix does: on every registered engine, through the registry. The
+// engines' own packages run it too, so it is left out of -short runs.
+func TestConformanceRegistered(t *testing.T) {
+	if testing.Short() {
+		t.Skip("each engine package runs the suite; -short skips the registry pass")
+	}
+	enginetest.RunAll(t)
 }
 
 var (
