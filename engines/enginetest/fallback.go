@@ -63,6 +63,7 @@ type logBuffer struct {
 	b  bytes.Buffer
 }
 
+// Write implements io.Writer.
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

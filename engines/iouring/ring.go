@@ -500,6 +500,7 @@ func (t *target) setFile(s *sqe) {
 	}
 }
 
+// Submit implements fileengine.Target.
 func (t *target) Submit(reqs []core.IORequest) error {
 	if len(reqs) == 0 {
 		return nil
@@ -529,6 +530,7 @@ func (t *target) Submit(reqs []core.IORequest) error {
 	})
 }
 
+// Sync implements fileengine.Target.
 func (t *target) Sync() error {
 	r := []core.IORequest{{}}
 	err := t.r.submit(r, func(i int, s *sqe) {
@@ -542,6 +544,7 @@ func (t *target) Sync() error {
 	return r[0].Err
 }
 
+// Detach implements fileengine.Target.
 func (t *target) Detach() error {
 	if t.index < 0 {
 		return nil

@@ -190,6 +190,7 @@ func newBackend(depth int, c *fileengine.Counters) (*backend, error) {
 	return b, nil
 }
 
+// Attach implements fileengine.Backend.
 func (b *backend) Attach(fd int, name string) (fileengine.Target, error) {
 	return &target{b: b, fd: fd}, nil
 }
@@ -261,8 +262,10 @@ type target struct {
 	fd int
 }
 
+// Detach implements fileengine.Target.
 func (t *target) Detach() error { return nil }
 
+// Submit implements fileengine.Target.
 func (t *target) Submit(reqs []core.IORequest) error {
 	if len(reqs) == 0 {
 		return nil
@@ -270,6 +273,7 @@ func (t *target) Submit(reqs []core.IORequest) error {
 	return t.b.submit(t.fd, reqs, false)
 }
 
+// Sync implements fileengine.Target.
 func (t *target) Sync() error {
 	r := []core.IORequest{{}}
 	if err := t.b.submit(t.fd, r, true); err != nil {

@@ -81,6 +81,7 @@ func (b *backend) worker() {
 	}
 }
 
+// Attach implements fileengine.Backend.
 func (b *backend) Attach(fd int, name string) (fileengine.Target, error) {
 	return &target{b: b, fd: fd}, nil
 }
@@ -103,6 +104,7 @@ type target struct {
 	fd int
 }
 
+// Submit implements fileengine.Target.
 func (t *target) Submit(reqs []core.IORequest) error {
 	b := t.b
 	b.mu.RLock()
@@ -120,6 +122,7 @@ func (t *target) Submit(reqs []core.IORequest) error {
 	return nil
 }
 
+// Sync implements fileengine.Target.
 func (t *target) Sync() error {
 	t.b.mu.RLock()
 	defer t.b.mu.RUnlock()
@@ -129,4 +132,5 @@ func (t *target) Sync() error {
 	return unix.Fdatasync(t.fd)
 }
 
+// Detach implements fileengine.Target.
 func (t *target) Detach() error { return nil }

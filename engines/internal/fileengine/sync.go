@@ -54,6 +54,7 @@ func PerformSync(fd int, r *core.IORequest) {
 	r.N, r.Err = n, err
 }
 
+// Submit implements Target.
 func (t *syncTarget) Submit(reqs []core.IORequest) error {
 	t.b.mu.RLock()
 	defer t.b.mu.RUnlock()
@@ -70,6 +71,7 @@ func (t *syncTarget) Submit(reqs []core.IORequest) error {
 	return nil
 }
 
+// Sync implements Target.
 func (t *syncTarget) Sync() error {
 	t.b.mu.RLock()
 	defer t.b.mu.RUnlock()
@@ -79,6 +81,7 @@ func (t *syncTarget) Sync() error {
 	return unix.Fdatasync(t.fd)
 }
 
+// Detach implements Target.
 func (t *syncTarget) Detach() error { return nil }
 
 // NewFallback returns a psync engine that stands in for the engine called
