@@ -32,8 +32,8 @@ type WritableOptions struct {
 
 // Counts are the operations a run performed, by kind.
 type Counts struct {
-	Writes, Reads, Discards, Zeroes, Statuses, Syncs int
-	Rejected, Reopens, Commits, Seals, Flattens      int
+	Writes, Reads, Discards, Zeroes, Statuses, Syncs, Parallel int
+	Rejected, Reopens, Commits, Seals, Flattens                int
 }
 
 // Operation weights, per 10,000.
@@ -47,6 +47,7 @@ var writableMix = []struct {
 	{"zero", 700},
 	{"status", 600},
 	{"sync", 400},
+	{"parallel", 120},
 	{"bad-range", 150},
 	{"unaligned", 150},
 	{"reopen", 15},
@@ -115,6 +116,10 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 	}
 	layers := 0
 	flattens := 0
+	// Rare operations also happen at fixed points, so that even a short
+	// run reopens, commits, seals and flattens.
+	forced := map[int]string{opts.Ops / 5: "reopen", 2 * opts.Ops / 5: "commit", opts.Ops / 2: "seal",
+		3 * opts.Ops / 5: "flatten", 4 * opts.Ops / 5: "reopen"}
 	for i := 0; i < opts.Ops; i++ {
 		pick := r.rng.IntN(total)
 		op := ""
@@ -124,6 +129,9 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				break
 			}
 			pick -= m.weight
+		}
+		if f, ok := forced[i]; ok && i > 0 {
+			op = f
 		}
 		f := dev.File()
 		switch op {
@@ -188,6 +196,11 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				return c, r.fail("Sync: %v", err)
 			}
 			c.Syncs++
+		case "parallel":
+			if err := r.parallel(f); err != nil {
+				return c, err
+			}
+			c.Parallel++
 		case "bad-range":
 			// A write or discard reaching past the end must fail and
 			// change nothing.
