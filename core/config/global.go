@@ -572,8 +572,12 @@ type IOEngine string
 var ioEngineNames = []string{"psync", "libaio", "posixaio", "io_uring"}
 
 // Name returns the engine's registry name, or an error for a value that is
-// neither a known number nor a known name.
+// neither a known number nor a known name. The zero value is the default,
+// psync.
 func (e IOEngine) Name() (string, error) {
+	if e == "" {
+		return ioEngineNames[0], nil
+	}
 	if n, ok := e.Number(); ok {
 		if n < len(ioEngineNames) {
 			return ioEngineNames[n], nil
@@ -607,8 +611,12 @@ func (e IOEngine) Factory() (name string, f core.EngineFactory, err error) {
 	return core.Engines.Resolve(name)
 }
 
-// MarshalJSON writes a number when the value was a number, else the name.
+// MarshalJSON writes a number when the value was a number, else the name;
+// the zero value is written as 0.
 func (e IOEngine) MarshalJSON() ([]byte, error) {
+	if e == "" {
+		return []byte("0"), nil
+	}
 	if _, ok := e.Number(); ok {
 		return []byte(e), nil
 	}

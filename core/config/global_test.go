@@ -296,6 +296,12 @@ func TestIOEngine(t *testing.T) {
 			t.Errorf("ioEngine %s marshals as %s", in, b)
 		}
 	}
+	if n, err := IOEngine("").Name(); err != nil || n != "psync" {
+		t.Errorf("zero IOEngine = %q, %v", n, err)
+	}
+	if b, _ := json.Marshal(IOEngine("")); string(b) != "0" {
+		t.Errorf("zero IOEngine marshals as %s", b)
+	}
 	name, f, err := IOEngine("0").Factory()
 	if err != nil || name != "psync" || f == nil {
 		t.Fatalf("Factory(0) = %q, %v", name, err)
