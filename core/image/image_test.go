@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,9 @@ import (
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
+
+// quiet discards the log lines of the images opened by the tests.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // Expected raw images (testdata/README.md).
 const (
@@ -103,7 +107,7 @@ func TestStackFromConfig(t *testing.T) {
 		"lowers":     []any{map[string]any{"file": a}, map[string]any{"dir": bdir}, map[string]any{"dir": cdir}},
 		"resultFile": res,
 	})
-	img, err := OpenFile(context.Background(), p, Options{})
+	img, err := OpenFile(context.Background(), p, Options{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +151,7 @@ func TestWritableUpper(t *testing.T) {
 			"upper":      map[string]any{"data": data, "index": index},
 			"resultFile": res,
 		})
-		img, err := OpenFile(context.Background(), p, Options{})
+		img, err := OpenFile(context.Background(), p, Options{Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +168,7 @@ func TestWritableUpper(t *testing.T) {
 		if err := img.Close(); err != nil {
 			t.Fatal(err)
 		}
-		img, err = OpenFile(context.Background(), p, Options{})
+		img, err = OpenFile(context.Background(), p, Options{Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +181,7 @@ func TestWritableUpper(t *testing.T) {
 		}
 		img.Close()
 		// ReadOnly ignores the upper.
-		img, err = OpenFile(context.Background(), p, Options{ReadOnly: true})
+		img, err = OpenFile(context.Background(), p, Options{ReadOnly: true, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,7 +244,7 @@ func TestResultReasons(t *testing.T) {
 			res := filepath.Join(t.TempDir(), "result")
 			tc.cfg["resultFile"] = res
 			p := writeConfig(t, t.TempDir(), tc.cfg)
-			img, err := OpenFile(context.Background(), p, Options{Remote: tc.remote})
+			img, err := OpenFile(context.Background(), p, Options{Remote: tc.remote, Logger: quiet})
 			if err == nil {
 				img.Close()
 				t.Fatal("opened")
@@ -273,7 +277,7 @@ func TestRemoteLower(t *testing.T) {
 		},
 		"resultFile": res,
 	})
-	img, err := OpenFile(context.Background(), p, Options{Remote: remote})
+	img, err := OpenFile(context.Background(), p, Options{Remote: remote, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +290,7 @@ func TestRemoteLower(t *testing.T) {
 		"lowers":            []any{map[string]any{"file": testvectors.Path(t, "stack/A.commit")}, map[string]any{"dir": dir}},
 		"accelerationLayer": true,
 	})
-	img2, err := OpenFile(context.Background(), p, Options{})
+	img2, err := OpenFile(context.Background(), p, Options{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
