@@ -374,6 +374,16 @@ func TestTCP(t *testing.T) {
 	if got := strings.TrimSpace(runTool(t, nbdinfo, "--size", "nbd://127.0.0.1:"+strconv.Itoa(port))); got != "67108864" {
 		t.Fatalf("size over tcp: %q", got)
 	}
+	srv.stop(t)
+	// IPv6 in brackets, where the machine has an IPv6 loopback.
+	if l, err := net.Listen("tcp", "[::1]:0"); err == nil {
+		l.Close()
+		srv = start(t, "--tcp", "[::1]:0", cfg)
+		port = srv.addr.(*net.TCPAddr).Port
+		if got := strings.TrimSpace(runTool(t, nbdinfo, "--size", "nbd://[::1]:"+strconv.Itoa(port))); got != "67108864" {
+			t.Fatalf("size over tcp6: %q", got)
+		}
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
