@@ -105,6 +105,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	shutdown  bool
+	synced    bool           // the exports were synced by a completed stop
+	syncErr   error          // ... with this result
 	wg        sync.WaitGroup // connections and Serve loops
 	bufs      bufferPool
 }
@@ -304,7 +306,15 @@ func (s *Server) stop(ctx context.Context) (ctxErr, syncErr error) {
 		s.mu.Unlock()
 		<-done
 	}
-	return ctxErr, s.syncAll()
+	// Sync once: a later Shutdown or Close (the files may be closed by
+	// then) reports the first result.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.synced {
+		s.synced = true
+		s.syncErr = s.syncAll()
+	}
+	return ctxErr, s.syncErr
 }
 
 func (s *Server) syncAll() error {
