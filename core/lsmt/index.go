@@ -223,14 +223,19 @@ func (ix *flatIndex) Lookup(dst []Mapping, b, e uint64) []Mapping {
 // sector the topmost layer with a record covering it wins, and the result
 // carries the layer's position as tag (0 = top).
 func mergeIndexes(layers [][]Mapping) ([]Mapping, error) {
+	return mergeIndexesLimit(layers, MaxIndexSize)
+}
+
+// mergeIndexesLimit is mergeIndexes with a bound on the merged record count.
+func mergeIndexesLimit(layers [][]Mapping, limit int) ([]Mapping, error) {
 	if len(layers) > MaxStackLayers+1 {
 		return nil, fmt.Errorf("lsmt: %d layers, at most %d: %w", len(layers), MaxStackLayers, core.ErrUnsupported)
 	}
 	var res []Mapping
 	for level, recs := range layers {
 		res = mergeUnder(res, recs, uint8(level))
-		if len(res) > MaxIndexSize {
-			return nil, fmt.Errorf("lsmt: merged index of %d records exceeds %d: %w", len(res), MaxIndexSize, core.ErrUnsupported)
+		if len(res) > limit {
+			return nil, fmt.Errorf("lsmt: merged index of %d records exceeds %d: %w", len(res), limit, core.ErrUnsupported)
 		}
 	}
 	return res, nil

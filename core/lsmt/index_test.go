@@ -387,3 +387,17 @@ func FuzzIndexInsert(f *testing.F) {
 		}
 	})
 }
+
+// TestRejectOversizedMerge is upstream's TEST(Index, reject_oversized_merge)
+// with a limit of 3: exactly the limit is accepted, one more is refused.
+func TestRejectOversizedMerge(t *testing.T) {
+	l0 := []Mapping{m3(0, 1, 8), m3(10, 1, 9)}
+	l1 := []Mapping{m3(5, 1, 8)}
+	if got, err := mergeIndexesLimit([][]Mapping{l0, l1}, 3); err != nil || len(got) != 3 {
+		t.Fatalf("at the limit: %v %v", got, err)
+	}
+	l1 = append(l1, m3(20, 1, 9))
+	if _, err := mergeIndexesLimit([][]Mapping{l0, l1}, 3); err == nil {
+		t.Fatal("a merge of 4 records passed a limit of 3")
+	}
+}
