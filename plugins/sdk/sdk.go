@@ -10,17 +10,14 @@
 //
 //	package main
 //
-//	import (
-//		"github.com/overlaybd-go/overlaybd/core"
-//		"github.com/overlaybd-go/overlaybd/plugins/sdk"
-//	)
+//	import "github.com/overlaybd-go/overlaybd/plugins/sdk"
 //
 //	type myZstd struct{}
 //
-//	func (myZstd) Name() string                       { return "zstd" }
-//	func (myZstd) CompressBound(n int) int            { return n + n>>8 + 512 }
+//	func (myZstd) Name() string                            { return "zstd" }
+//	func (myZstd) CompressBound(n int) int                 { return n + n>>8 + 512 }
 //	func (myZstd) Compress(dst, src []byte) (int, error)   { ... }
-//	func (myZstd) Decompress(dst, src []byte) (int, error) { ... }
+//	func (myZstd) Decompress(dst, src []byte) (int, error) { ... } // errors wrap core.ErrCorrupt
 //
 //	func main() {
 //		sdk.Serve("my-zstd 1.0", myZstd{})
