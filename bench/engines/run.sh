@@ -10,7 +10,8 @@
 # Cases: 4 KiB random reads O_DIRECT at depth 1 and 32 (fio psync gets
 # numjobs=32 against 32 goroutines of ours), 1 MiB sequential reads O_DIRECT
 # at depth 1, and buffered page-cache-hit 4 KiB random reads at depth 1
-# (compared with our psync, fio psync given for reference).
+# (compared with our psync, fio psync given for reference), and buffered
+# 4 KiB random writes at depth 1 (the writable layer's pattern; likewise).
 # The file must be on a filesystem that accepts O_DIRECT (not tmpfs on old
 # kernels, not ramfs). Raw results go to $OUT (JSON lines).
 set -euo pipefail
@@ -42,7 +43,7 @@ fio_run() {
 	fio --name=bench --filename="$FILE" --rw="$rw" --bs="$bs" --direct="$direct" --ioengine="$eng" \
 		--iodepth="$iodepth" --numjobs="$jobs" --runtime="$RUNTIME" --time_based --group_reporting \
 		--norandommap --randrepeat=0 --invalidate=0 --output-format=json 2>/dev/null |
-		python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"case":sys.argv[1],"impl":"fio","engine":sys.argv[2],"iops":d["jobs"][0]["read"]["iops"]}))' "$case" "$eng" >>"$OUT"
+		python3 -c 'import json,sys; d=json.load(sys.stdin); j=d["jobs"][0]; print(json.dumps({"case":sys.argv[1],"impl":"fio","engine":sys.argv[2],"iops":j["read"]["iops"]+j["write"]["iops"]}))' "$case" "$eng" >>"$OUT"
 }
 
 # ours_run CASE ENGINE RW BS DEPTH DIRECT [MODE]
@@ -81,6 +82,11 @@ for rep in $(seq "$REPS"); do
 		ours_run randread-4k-qd1-cached "$eng" randread 4096 1 0
 	done
 	fio_run randread-4k-qd1-cached psync randread 4k 1 0 # fio keeps the cache: --invalidate=0
+	# Buffered 4 KiB random writes, as the writable layer does them.
+	for eng in $ENGINES; do
+		ours_run randwrite-4k-qd1-buffered "$eng" randwrite 4096 1 0
+	done
+	fio_run randwrite-4k-qd1-buffered psync randwrite 4k 1 0
 done
 
 python3 - "$OUT" <<'PY'
@@ -102,6 +108,7 @@ for c in cases:
     for (cc, e, i) in med:
         if cc == c and e not in engines: engines.append(e)
     base = statistics.median(med.get((c, "psync", "ours-goroutines"), [0])) or None
+    vs_psync = c.endswith("cached") or c.endswith("buffered")
     for e in engines:
         f = med.get((c, e, "fio"))
         g = med.get((c, e, "ours-goroutines"))
@@ -113,7 +120,7 @@ for c in cases:
         bm = statistics.median(b) if b else None
         x = extra.get((c, e, "ours-goroutines")) or {}
         per = x.get("submitted_requests", 0) / max(x.get("submits", 1), 1)
-        ratio = lambda o: ("%.2f" % (o / fm)) if (o and fm) else ("%.2f vs our psync" % (o / base) if (o and base and c.endswith("cached")) else "")
+        ratio = lambda o: ("%.2f" % (o / fm)) if (o and fm) else ("%.2f of our psync" % (o / base) if (o and base and vs_psync) else "")
         print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (c, e,
             "%.0f" % fm if fm else "", "%.0f" % gm if gm else "", ratio(gm),
             "%.0f" % bm if bm else "", ratio(bm) if bm else "",

@@ -48,7 +48,7 @@ func main() {
 	bs := flag.Int("bs", 4096, "block size")
 	depth := flag.Int("depth", 1, "goroutines (mode goroutines) or requests per batch (mode batch)")
 	mode := flag.String("mode", "goroutines", "goroutines: depth goroutines each reading; batch: one goroutine submitting batches of depth")
-	workload := flag.String("rw", "randread", "randread or read (sequential)")
+	workload := flag.String("rw", "randread", "randread, read (sequential) or randwrite")
 	direct := flag.Bool("direct", true, "open O_DIRECT")
 	runtime := flag.Duration("runtime", 5*time.Second, "how long to run")
 	queue := flag.Int("queue", 0, "engine queue depth (0: default)")
@@ -70,7 +70,12 @@ func run(engine, path string, bs, depth int, mode, workload string, direct bool,
 		return err
 	}
 	defer eng.Close()
-	f, err := eng.Open(path, core.OpenOptions{Flag: os.O_RDONLY, Direct: direct, Buffered: !direct})
+	write := workload == "randwrite"
+	flag := os.O_RDONLY
+	if write {
+		flag = os.O_RDWR
+	}
+	f, err := eng.Open(path, core.OpenOptions{Flag: flag, Direct: direct, Buffered: !direct})
 	if err != nil {
 		return err
 	}
@@ -102,8 +107,15 @@ func run(engine, path string, bs, depth int, mode, workload string, direct bool,
 					} else {
 						off = rng.Int64N(blocks) * int64(bs)
 					}
-					if n, err := f.ReadAt(buf, off); n != bs {
-						failed.Store(fmt.Errorf("ReadAt(%d) = %d, %v", off, n, err))
+					var n int
+					var err error
+					if write {
+						n, err = f.WriteAt(buf, off)
+					} else {
+						n, err = f.ReadAt(buf, off)
+					}
+					if n != bs {
+						failed.Store(fmt.Errorf("IO at %d = %d, %v", off, n, err))
 						return
 					}
 					ops.Add(1)
@@ -119,6 +131,9 @@ func run(engine, path string, bs, depth int, mode, workload string, direct bool,
 			reqs := make([]core.IORequest, depth)
 			for i := range reqs {
 				reqs[i] = core.IORequest{Op: core.OpRead, Buf: alignedBuffer(bs)}
+				if write {
+					reqs[i].Op = core.OpWrite
+				}
 			}
 			rng := rand.New(rand.NewPCG(7, 1))
 			next := int64(0)
