@@ -27,6 +27,10 @@ import (
 var faultBin string
 
 func TestMain(m *testing.M) {
+	if bin := os.Getenv("PLUGINS_TEST_HOST_PLUGIN"); bin != "" {
+		orphanHost(bin)
+		return
+	}
 	bin, cleanup, err := plugintest.Build("github.com/overlaybd-go/overlaybd/plugins/internal/faultplugin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -484,5 +488,54 @@ func TestStoppedProcessReplaced(t *testing.T) {
 	}
 	if n, err := c.Decompress(make([]byte, 16), []byte{0x10, 'a'}); err != nil || n != 1 {
 		t.Fatalf("after the replacement: %d, %v", n, err)
+	}
+}
+
+// orphanHost is the child process of TestPluginExitsWithHost: a host that
+// starts a plugin, prints its pid and waits to be killed.
+func orphanHost(bin string) {
+	p, err := Start(context.Background(), Config{Path: bin, Algorithms: []string{"lz4"}})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println(p.Pid())
+	select {}
+}
+
+// TestPluginExitsWithHost kills a host with SIGKILL (no Close) and checks
+// that its plugin does not outlive it.
+func TestPluginExitsWithHost(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PLUGINS_TEST_HOST_PLUGIN="+faultBin)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Fscan(out, &pid); err != nil || pid <= 0 {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("host child: pid %d, %v", pid, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return // gone
+		}
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
+			return // exited, waiting for its new parent to reap it
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("plugin %d outlived its host by 10 s", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
