@@ -32,8 +32,14 @@ type WritableOptions struct {
 
 // Counts are the operations a run performed, by kind.
 type Counts struct {
+	// Writes, Reads, Discards, Zeroes, Statuses and Syncs count the
+	// single requests of each kind; Parallel the rounds of concurrent
+	// writes and reads.
 	Writes, Reads, Discards, Zeroes, Statuses, Syncs, Parallel int
-	Rejected, Reopens, Commits, Seals, Flattens                int
+	// Rejected counts requests that had to fail (past the end,
+	// unaligned); Reopens, Commits, Seals and Flattens the device-wide
+	// operations.
+	Rejected, Reopens, Commits, Seals, Flattens int
 }
 
 // Operation weights, per 10,000.

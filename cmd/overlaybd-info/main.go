@@ -122,77 +122,78 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// Info describes one level of a file.
+// Info describes one level of a file. The JSON keys are documented in the
+// usage text.
 type Info struct {
-	Path  string     `json:"path,omitempty"`
-	Size  int64      `json:"size"`
-	Kind  string     `json:"kind"`
-	Tar   *TarInfo   `json:"tar,omitempty"`
-	ZFile *ZFileInfo `json:"zfile,omitempty"`
-	LSMT  *LSMTInfo  `json:"lsmt,omitempty"`
-	Inner *Info      `json:"inner,omitempty"`
+	Path  string     `json:"path,omitempty"`  // the FILE argument (top level only)
+	Size  int64      `json:"size"`            // bytes of this level
+	Kind  string     `json:"kind"`            // what this level is
+	Tar   *TarInfo   `json:"tar,omitempty"`   // the tar envelope
+	ZFile *ZFileInfo `json:"zfile,omitempty"` // the ZFile
+	LSMT  *LSMTInfo  `json:"lsmt,omitempty"`  // the LSMT file
+	Inner *Info      `json:"inner,omitempty"` // what a wrapper holds
 }
 
 // TarInfo describes a tar envelope.
 type TarInfo struct {
-	Member        string `json:"member"`
-	PAX           bool   `json:"pax"`
-	PayloadOffset int64  `json:"payloadOffset"`
-	PayloadSize   int64  `json:"payloadSize"`
+	Member        string `json:"member"`        // member name
+	PAX           bool   `json:"pax"`           // a PAX header precedes it
+	PayloadOffset int64  `json:"payloadOffset"` // offset of the payload
+	PayloadSize   int64  `json:"payloadSize"`   // size of the payload
 }
 
 // ZFileInfo describes a ZFile.
 type ZFileInfo struct {
-	Algorithm         string   `json:"algorithm"`
-	AlgorithmNumber   uint8    `json:"algorithmNumber"`
-	BlockSize         uint32   `json:"blockSize"`
-	Blocks            int64    `json:"blocks"`
-	OriginalSize      uint64   `json:"originalSize"`
-	StoredSize        int64    `json:"storedSize"`
-	CRC               bool     `json:"crc"`
-	Flags             uint64   `json:"flags"`
-	FlagNames         []string `json:"flagNames"`
-	HeaderOverwritten bool     `json:"headerOverwritten"`
-	IndexOffset       uint64   `json:"indexOffset"`
-	IndexCRC          uint32   `json:"indexCRC"`
-	Digest            uint32   `json:"digest"`
+	Algorithm         string   `json:"algorithm"`         // codec name
+	AlgorithmNumber   uint8    `json:"algorithmNumber"`   // ZFile algorithm number
+	BlockSize         uint32   `json:"blockSize"`         // uncompressed block size
+	Blocks            int64    `json:"blocks"`            // number of blocks
+	OriginalSize      uint64   `json:"originalSize"`      // size of the content
+	StoredSize        int64    `json:"storedSize"`        // size of the ZFile
+	CRC               bool     `json:"crc"`               // blocks carry a CRC32C
+	Flags             uint64   `json:"flags"`             // flags of the header at offset 0
+	FlagNames         []string `json:"flagNames"`         // their names
+	HeaderOverwritten bool     `json:"headerOverwritten"` // the header holds the index fields
+	IndexOffset       uint64   `json:"indexOffset"`       // offset of the jump table
+	IndexCRC          uint32   `json:"indexCRC"`          // CRC of the jump table
+	Digest            uint32   `json:"digest"`            // digest of the header or trailer used
 }
 
 // LSMTInfo describes an LSMT file.
 type LSMTInfo struct {
-	Header        HeaderInfo  `json:"header"`
-	Trailer       *HeaderInfo `json:"trailer,omitempty"`
-	IndexRecords  *uint64     `json:"indexRecords,omitempty"`
-	Stats         *Stats      `json:"stats,omitempty"`
-	DataBytes     *int64      `json:"dataBytes,omitempty"`
-	TornTailBytes int64       `json:"tornTailBytes,omitempty"`
+	Header        HeaderInfo  `json:"header"`                  // the header at offset 0
+	Trailer       *HeaderInfo `json:"trailer,omitempty"`       // the trailer of a read-only layer
+	IndexRecords  *uint64     `json:"indexRecords,omitempty"`  // records stored in the index
+	Stats         *Stats      `json:"stats,omitempty"`         // extent statistics
+	DataBytes     *int64      `json:"dataBytes,omitempty"`     // data of an append-only data file
+	TornTailBytes int64       `json:"tornTailBytes,omitempty"` // partial record at the end of an index
 }
 
 // HeaderInfo is an LSMT header or trailer.
 type HeaderInfo struct {
-	Flags       uint32   `json:"flags"`
-	FlagNames   []string `json:"flagNames"`
-	IndexOffset uint64   `json:"indexOffset"`
-	IndexSize   uint64   `json:"indexSize"`
-	VirtualSize uint64   `json:"virtualSize"`
-	UUID        string   `json:"uuid"`
-	ParentUUID  string   `json:"parentUUID"`
-	Version     uint8    `json:"version"`
-	SubVersion  uint8    `json:"subVersion"`
-	Tag         string   `json:"tag"`
+	Flags       uint32   `json:"flags"`       // flag bits as stored
+	FlagNames   []string `json:"flagNames"`   // names of the defined bits set
+	IndexOffset uint64   `json:"indexOffset"` // index_offset field
+	IndexSize   uint64   `json:"indexSize"`   // index_size field
+	VirtualSize uint64   `json:"virtualSize"` // virtual_size field
+	UUID        string   `json:"uuid"`        // uuid as stored
+	ParentUUID  string   `json:"parentUUID"`  // parent_uuid as stored
+	Version     uint8    `json:"version"`     // version field
+	SubVersion  uint8    `json:"subVersion"`  // sub_version field
+	Tag         string   `json:"tag"`         // user tag (commit message)
 }
 
 // Stats are extent statistics over index records.
 type Stats struct {
-	Records            int    `json:"records"`
-	DataRecords        int    `json:"dataRecords"`
-	ZeroedRecords      int    `json:"zeroedRecords"`
-	PaddingRecords     uint64 `json:"paddingRecords"`
-	DataBytes          uint64 `json:"dataBytes"`
-	ZeroedBytes        uint64 `json:"zeroedBytes"`
-	UnmappedBytes      *int64 `json:"unmappedBytes,omitempty"`
-	LargestRecordBytes uint64 `json:"largestRecordBytes"`
-	DataExtents        int    `json:"dataExtents"`
+	Records            int    `json:"records"`                 // valid records
+	DataRecords        int    `json:"dataRecords"`             // records of data
+	ZeroedRecords      int    `json:"zeroedRecords"`           // records of zeroed ranges
+	PaddingRecords     uint64 `json:"paddingRecords"`          // padding records in the index
+	DataBytes          uint64 `json:"dataBytes"`               // bytes of data records
+	ZeroedBytes        uint64 `json:"zeroedBytes"`             // bytes of zeroed records
+	UnmappedBytes      *int64 `json:"unmappedBytes,omitempty"` // virtual bytes no record covers
+	LargestRecordBytes uint64 `json:"largestRecordBytes"`      // the largest record
+	DataExtents        int    `json:"dataExtents"`             // runs of adjacent data records
 }
 
 func describe(path string) (*Info, error) {
@@ -284,6 +285,7 @@ func readHeader(f core.File, off int64) (*lsmt.Header, error) {
 // keeps the descriptor visible (SEEK_DATA/SEEK_HOLE of sparse layers).
 type noClose struct{ core.File }
 
+// Close does nothing: the caller closes the file.
 func (noClose) Close() error { return nil }
 
 // Fd returns the descriptor of the underlying file, or ^uintptr(0) when it

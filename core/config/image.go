@@ -100,7 +100,9 @@ type Upper struct {
 func (img *Image) Writable() bool { return img.Upper.Index != "" && img.Upper.Data != "" }
 
 // LoadImage reads config.v1.json and, when it has no "download" object,
-// copies the one of g (see [Image.InheritDownload]); g may be nil.
+// copies the one of g (see [Image.InheritDownload]); g may be nil. Upstream
+// re-reads overlaybd.json for this at every device open: a daemon that does
+// the same passes a freshly loaded Global.
 func LoadImage(path string, g *Global) (*Image, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -32,6 +32,7 @@ const (
 	kindObject
 )
 
+// String names the kind in error messages.
 func (k valueKind) String() string {
 	switch k {
 	case kindNull:
