@@ -152,6 +152,17 @@ func DirectFallback(t *testing.T, newEngine func(t testing.TB, cfg core.EngineCo
 			t.Logf("logged: %s", lines[0])
 		}
 		roundTrip(t, f)
+		// O_EXCL: the refused open creates the file; the buffered retry
+		// must not then fail with EEXIST.
+		g, err := eng.Open(filepath.Join(dir, "excl"), core.OpenOptions{Flag: os.O_RDWR | os.O_CREATE | os.O_EXCL, Perm: 0o644, Direct: true})
+		if err != nil {
+			t.Fatalf("Open with O_EXCL and Direct on ramfs: %v", err)
+		}
+		defer g.Close()
+		roundTrip(t, g)
+		if _, err := eng.Open(filepath.Join(dir, "excl"), core.OpenOptions{Flag: os.O_RDWR | os.O_CREATE | os.O_EXCL, Perm: 0o644, Direct: true}); !errors.Is(err, os.ErrExist) {
+			t.Fatalf("second Open with O_EXCL = %v, want EEXIST", err)
+		}
 	})
 }
 

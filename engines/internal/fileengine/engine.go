@@ -125,7 +125,10 @@ func (e *Engine) OpenFile(path string, opts core.OpenOptions) (*File, error) {
 		e.log.Warn("O_DIRECT refused by the filesystem, falling back to buffered IO", "engine", e.name, "path", path, "err", err)
 		e.c.Fallback()
 		direct = false
-		f, err = os.OpenFile(path, flag&^unix.O_DIRECT, opts.Perm)
+		// With O_CREAT the refused open has already created the file (the
+		// O_DIRECT check comes last), so O_EXCL would now fail: the file
+		// did not exist before, or EEXIST would have come first.
+		f, err = os.OpenFile(path, flag&^(unix.O_DIRECT|unix.O_EXCL), opts.Perm)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: open %s: %w", e.name, path, err)
