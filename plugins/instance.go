@@ -261,7 +261,6 @@ func (in *instance) run(op, id uint8, blocks []core.CodecBlock, timeout time.Dur
 	case <-in.deadCh:
 		return errGone
 	}
-	deadline := time.Now().Add(timeout)
 	maxBatch := min(in.info.MaxBatch, wire.MaxBatch)
 	for len(blocks) > 0 {
 		n, err := ln.fit(blocks, maxBatch)
@@ -269,7 +268,7 @@ func (in *instance) run(op, id uint8, blocks []core.CodecBlock, timeout time.Dur
 			in.lanes <- ln
 			return err
 		}
-		if err := ln.exchange(op, id, blocks[:n], deadline); err != nil {
+		if err := ln.exchange(op, id, blocks[:n], time.Now().Add(timeout)); err != nil {
 			// A failed exchange leaves the lane out of step with the
 			// plugin; the instance is retired with it.
 			return err
