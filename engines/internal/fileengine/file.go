@@ -13,6 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// maxTransfer bounds one kernel request (io_uring lengths are 32-bit;
+// Linux moves at most 2 GiB - 4 KiB per call); the rest of a longer request
+// follows as a continuation. It is a multiple of Align.
+const maxTransfer = 1 << 30
+
 // stripes is the number of locks that serialise read-modify-write cycles
 // of O_DIRECT files on the same 4 KiB block.
 const stripes = 64
@@ -181,7 +186,8 @@ func (f *File) transfer(jobs []job) error {
 		kr = kr[:0]
 		for _, i := range active {
 			j := &jobs[i]
-			kr = append(kr, core.IORequest{Op: j.op, Buf: j.buf[j.done:], Off: j.off + int64(j.done)})
+			end := min(len(j.buf), j.done+maxTransfer)
+			kr = append(kr, core.IORequest{Op: j.op, Buf: j.buf[j.done:end], Off: j.off + int64(j.done)})
 		}
 		if err := f.t.Submit(kr); err != nil {
 			return err
