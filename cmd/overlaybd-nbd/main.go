@@ -11,7 +11,10 @@
 // or, failing that, by its file name without ".json". Two exports with one
 // name, or two writable exports sharing an upper layer, are an error at
 // start. An image with an upper layer is served writable unless --read-only
-// is given; one without is read-only.
+// is given; one without is read-only. Lowers without a local copy (a
+// digest, and no file in file/dir) are read lazily from the image's
+// repoBlobUrl through the registry client and cache overlaybd.json
+// configures (credentialConfig, cacheConfig, p2pConfig, download).
 //
 // --tcp takes HOST, HOST:PORT, [IPv6] or [IPv6]:PORT; the port defaults to
 // 10809. On SIGINT or SIGTERM the server stops accepting connections,
@@ -36,10 +39,12 @@ import (
 
 	"github.com/spf13/pflag"
 
+	_ "github.com/overlaybd-go/overlaybd/caches/all"
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/image"
+	"github.com/overlaybd-go/overlaybd/core/remote"
 	_ "github.com/overlaybd-go/overlaybd/engines/all"
 	"github.com/overlaybd-go/overlaybd/frontends/nbd"
 )
@@ -181,6 +186,27 @@ func listenUnix(path string) (net.Listener, error) {
 	return net.Listen("unix", path)
 }
 
+// needsRemote reports whether a lower of cfg has no local copy and a
+// digest, so that it is read from the registry.
+func needsRemote(cfg *config.Image) bool {
+	for _, l := range cfg.Lowers {
+		if l.Digest == "" {
+			continue
+		}
+		local := false
+		for _, p := range l.LocalCandidates() {
+			if _, err := os.Stat(p); err == nil {
+				local = true
+				break
+			}
+		}
+		if !local {
+			return true
+		}
+	}
+	return false
+}
+
 // sameFile reports whether two paths name one file (or, when neither
 // exists yet, one cleaned absolute path).
 func sameFile(a, b string) bool {
@@ -270,8 +296,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		}
 	}
 
-	var images []*image.Image
-	closeImages := func() int {
+	// Remote lowers (no local copy, a digest) are read from the registry
+	// through the configured cache; the client and the cache are made only
+	// when an export needs them.
+	var (
+		client  *remote.Client
+		cache   core.Cache
+		openers []*remote.LayerOpener
+		images  []*image.Image
+	)
+	closeAll := func() int {
 		code := exitOK
 		for i, img := range images {
 			if err := img.Close(); err != nil {
@@ -279,19 +313,52 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 				code = exitFailure
 			}
 		}
+		for _, lo := range openers {
+			if err := lo.Close(); err != nil {
+				log.Error("stop background downloads", "err", err)
+				code = exitFailure
+			}
+		}
+		if cache != nil {
+			if err := cache.Close(); err != nil {
+				log.Error("close cache", "err", err)
+				code = exitFailure
+			}
+		}
+		if client != nil {
+			client.Close()
+		}
 		return code
+	}
+	for _, cfg := range cfgs {
+		if !needsRemote(cfg) || client != nil {
+			continue
+		}
+		if client, err = remote.NewClientFromConfig(ctx, global, log); err != nil {
+			return fail("registry client: %v", err)
+		}
+		if cache, err = remote.CacheFromConfig(global, 0, log); err != nil {
+			closeAll()
+			return fail("registry cache: %v", err)
+		}
 	}
 	var nexports []nbd.Export
 	for i, e := range exports {
-		img, err := image.Open(ctx, cfgs[i], image.Options{Global: global, ReadOnly: *readOnly, Logger: log})
+		opts := image.Options{Global: global, ReadOnly: *readOnly, Logger: log}
+		if client != nil && needsRemote(cfgs[i]) {
+			lo := remote.NewLayerOpenerForImage(client, cache, global, cfgs[i], log)
+			openers = append(openers, lo)
+			opts.Remote = lo
+		}
+		img, err := image.Open(ctx, cfgs[i], opts)
 		if err != nil {
-			closeImages()
+			closeAll()
 			return fail("export %q (%s): %v", e.name, e.config, err)
 		}
 		images = append(images, img)
 		nexports = append(nexports, nbd.Export{
 			Name:        e.name,
-			Description: e.config,
+			Description: "overlaybd image " + filepath.Base(e.config),
 			File:        img,
 			ReadOnly:    !img.Writable(),
 			Alignment:   core.SectorSize,
@@ -301,7 +368,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 
 	srv, err := nbd.NewServer(nexports, nbd.Options{Logger: log, MaxInFlight: *maxInFlight})
 	if err != nil {
-		closeImages()
+		closeAll()
 		return fail("%v", err)
 	}
 	var l net.Listener
@@ -310,13 +377,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	} else {
 		var addr string
 		if addr, err = tcpAddress(*tcp); err != nil {
-			closeImages()
+			closeAll()
 			return usageErr("%v", err)
 		}
 		l, err = net.Listen("tcp", addr)
 	}
 	if err != nil {
-		closeImages()
+		closeAll()
 		return fail("listen: %v", err)
 	}
 	if *unixPath != "" {
@@ -343,7 +410,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		log.Error("shutdown", "err", err)
 		code = exitFailure
 	}
-	if c := closeImages(); c != exitOK {
+	if c := closeAll(); c != exitOK {
 		code = c
 	}
 	if code == exitOK {

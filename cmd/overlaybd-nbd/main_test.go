@@ -25,6 +25,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/registrytest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -626,5 +627,60 @@ func TestSignals(t *testing.T) {
 	w.ReadAt(got, 0)
 	if !bytes.Equal(got, pattern) {
 		t.Fatal("the upper does not hold what was written before the signal")
+	}
+}
+
+// TestRemoteImage serves the vector stack from an in-process registry
+// (lowers with digest, size and an empty dir, no local copies) through the
+// file cache, and copies it out with nbdcopy.
+func TestRemoteImage(t *testing.T) {
+	nbdcopy := needTool(t, "nbdcopy")
+	reg := registrytest.New(t, registrytest.Options{})
+	dir := t.TempDir()
+	var lowers []any
+	for _, l := range []string{"A.commit", "B.zstd-bs16.zcommit", "C.commit"} {
+		data, err := os.ReadFile(testvectors.Path(t, "stack/"+l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dgst := reg.PushBlob(t, "stack/app", data)
+		lowers = append(lowers, map[string]any{"digest": dgst, "size": len(data), "dir": t.TempDir()})
+	}
+	cfg := writeJSON(t, filepath.Join(dir, "remote.json"), map[string]any{
+		"repoBlobUrl": reg.RepoBlobURL("stack/app"),
+		"lowers":      lowers,
+		"resultFile":  filepath.Join(dir, "result"),
+	})
+	svc := writeJSON(t, filepath.Join(dir, "obd.json"), map[string]any{
+		"logPath": "", "enableAudit": false,
+		"cacheConfig":      map[string]any{"cacheType": "file", "cacheDir": filepath.Join(dir, "cache"), "cacheSizeGB": 1},
+		"credentialConfig": map[string]any{"mode": "file", "path": filepath.Join(dir, "cred.json")},
+	})
+	os.WriteFile(filepath.Join(dir, "cred.json"), []byte(`{"auths":{}}`), 0o600)
+	sock := filepath.Join(dir, "nbd.sock")
+	srv := start(t, "--unix", sock, "--service_config_path", svc, cfg)
+	out := filepath.Join(dir, "out.raw")
+	runTool(t, nbdcopy, unixURI(sock, ""), out)
+	srv.stop(t)
+	got, _ := os.ReadFile(out)
+	if s := sha256.Sum256(got); hex.EncodeToString(s[:]) != shaMerged {
+		t.Fatalf("remote image: sha256 %x", s)
+	}
+	if r, _ := os.ReadFile(filepath.Join(dir, "result")); string(r) != "success" {
+		t.Fatalf("result %q", r)
+	}
+	// A layer the registry does not have fails the export with upstream's
+	// reason.
+	lowers = append(lowers, map[string]any{"digest": "sha256:" + strings.Repeat("0", 64), "size": 1, "dir": t.TempDir()})
+	bad := writeJSON(t, filepath.Join(dir, "bad.json"), map[string]any{
+		"repoBlobUrl": reg.RepoBlobURL("stack/app"), "lowers": lowers, "resultFile": filepath.Join(dir, "bad-result"),
+	})
+	var log syncBuffer
+	if code := run(context.Background(), []string{"--unix", sock, "--service_config_path", svc, bad}, &log, nil); code != exitFailure {
+		t.Fatalf("missing blob: exit %d\n%s", code, log.String())
+	}
+	r, _ := os.ReadFile(filepath.Join(dir, "bad-result"))
+	if want := "failed:failed to open remote file as tar file " + reg.RepoBlobURL("stack/app") + "/sha256:" + strings.Repeat("0", 64) + ": No such file or directory"; string(r) != want {
+		t.Errorf("missing blob: result %q, want %q", r, want)
 	}
 }

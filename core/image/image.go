@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -387,13 +388,25 @@ func openLower(ctx context.Context, cfg *config.Image, i int, l config.Layer, en
 		}
 		info.Path, info.Remote = url, true
 	}
+	what := "file"
+	if info.Remote {
+		what = "remote file"
+	}
+	// Upstream's first read of a layer is the tar adaptor's header probe:
+	// a layer that cannot be read at all fails there (for a remote layer
+	// this is where registry errors surface).
+	var probe [512]byte
+	if n, err := f.ReadAt(probe[:min(int64(len(probe)), f.Size())], 0); err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+		f.Close()
+		reason := fmt.Sprintf("failed to open %s as tar file %s", what, info.Path)
+		if info.Remote {
+			reason += ": " + remote.Reason(err)
+		}
+		return nil, info, fail(reason, fmt.Errorf("lower %d: read: %w", i, err))
+	}
 	inner, desc, err := envelope.Open(f)
 	if err != nil {
 		f.Close()
-		what := "file"
-		if info.Remote {
-			what = "remote file"
-		}
 		if isTarError(err) {
 			reason := fmt.Sprintf("failed to open %s as tar file %s", what, info.Path)
 			if info.Remote {
