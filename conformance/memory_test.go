@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/overlaybd-go/overlaybd/core"
@@ -117,17 +118,17 @@ func (k memKind) Build(dir string, m *Model) (core.File, error) {
 type flipFile struct {
 	*memFile
 	at     int64
-	writes int
+	writes atomic.Int64
 }
 
 func (f *flipFile) WriteAt(p []byte, off int64) (int, error) {
-	f.writes++
+	f.writes.Add(1)
 	return f.memFile.WriteAt(p, off)
 }
 
 func (f *flipFile) ReadAt(p []byte, off int64) (int, error) {
 	n, err := f.memFile.ReadAt(p, off)
-	if f.writes > 50 && off <= f.at && f.at < off+int64(n) {
+	if f.writes.Load() > 50 && off <= f.at && f.at < off+int64(n) {
 		p[f.at-off] ^= 0x40
 	}
 	return n, err
@@ -207,7 +208,7 @@ func TestSuiteCatchesBrokenImplementations(t *testing.T) {
 	t.Run("read-only-flip", func(t *testing.T) {
 		err := RunReadOnly(memKind{name: "broken/ro-flip", wrap: func(f core.File) core.File {
 			ff := &flipFile{memFile: f.(*memFile), at: 5 << 20}
-			ff.writes = 100
+			ff.writes.Store(100)
 			return ff
 		}}, t.TempDir(), ReadOnlyOptions{Seed: 4})
 		if !isFailure(err) || !strings.Contains(err.Error(), "cell broken/ro-flip") {
