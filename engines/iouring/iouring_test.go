@@ -87,3 +87,18 @@ func TestRegistered(t *testing.T) {
 func TestRefusedENOMEM(t *testing.T) {
 	enginetest.EngineRefused(t, iouring.Name, unix.SYS_IO_URING_SETUP, unix.ENOMEM)
 }
+
+func TestEntriesClamped(t *testing.T) {
+	e, err := iouring.New(core.EngineConfig{}, iouring.Options{Entries: 1 << 20})
+	if iouring.Refused(err) {
+		t.Skipf("io_uring is not available here: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("New with 1<<20 entries: %v", err)
+	}
+	defer e.Close()
+	if n := e.Features().Entries; n <= 0 || n > 1<<15 {
+		t.Fatalf("entries = %d, want the kernel's maximum", n)
+	}
+	t.Logf("entries clamped to %d", e.Features().Entries)
+}

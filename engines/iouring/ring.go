@@ -28,7 +28,7 @@ const (
 	sqeFixedFile  = 1 << 0
 	fsyncDatasync = 1 << 0
 
-	enterGetEvents = 1 << 0
+	setupClamp = 1 << 4
 
 	registerBuffers     = 0
 	unregisterBuffers   = 1
@@ -185,6 +185,7 @@ func newRing(o Options, c *fileengine.Counters) (*ring, error) {
 		}
 	}()
 	var err error
+	r.p.flags = setupClamp // too many entries get the kernel's maximum
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(o.Entries), uintptr(unsafe.Pointer(&r.p)), 0)
 	if errno != 0 {
 		return nil, fmt.Errorf("io_uring: io_uring_setup(%d): %w", o.Entries, errno)
