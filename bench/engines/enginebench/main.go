@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,8 +53,23 @@ func main() {
 	direct := flag.Bool("direct", true, "open O_DIRECT")
 	runtime := flag.Duration("runtime", 5*time.Second, "how long to run")
 	queue := flag.Int("queue", 0, "engine queue depth (0: default)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		pf, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "enginebench:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintln(os.Stderr, "enginebench:", err)
+			os.Exit(1)
+		}
+		defer pf.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*engine, *path, *bs, *depth, *mode, *workload, *direct, *runtime, *queue); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "enginebench:", err)
 		os.Exit(1)
 	}
