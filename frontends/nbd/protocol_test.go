@@ -394,7 +394,14 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 
 func TestWritePathsRaw(t *testing.T) {
 	f, _ := newFile(t, 1<<20, true)
-	_, sock := startServer(t, []Export{{File: sparseFile{f}}}, Options{})
+	srv, sock := startServer(t, []Export{{File: sparseFile{f}}}, Options{})
+	defer func() {
+		st := srv.Stats()
+		want := map[string]uint64{"write": 1, "trim": 1, "write_zeroes": 2, "flush": 1, "cache": 1, "read": 1, "block_status": 2}
+		if fmt.Sprint(st.Requests) != fmt.Sprint(want) || st.WriteBytes != 8192 || st.Connections != 1 || st.Errors != 0 {
+			t.Errorf("stats %+v", st)
+		}
+	}()
 	rc := dialRaw(t, sock)
 	rc.goExport("", true)
 	data := bytes.Repeat([]byte{0x5A}, 8192)

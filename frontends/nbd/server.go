@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/overlaybd-go/overlaybd/core"
@@ -94,8 +95,50 @@ type export struct {
 	rmw sync.RWMutex
 }
 
+// Stats are a server's counters since it was created.
+type Stats struct {
+	// Connections counts accepted connections; Active those open now.
+	Connections, Active int64
+	// Requests counts requests by command name ("read", "write", "flush",
+	// "trim", "cache", "write_zeroes", "block_status").
+	Requests map[string]uint64
+	// ReadBytes and WriteBytes count the data of successful reads and
+	// writes.
+	ReadBytes, WriteBytes uint64
+	// Errors counts requests answered with an error.
+	Errors uint64
+}
+
+// counters are the server's live counters.
+type counters struct {
+	conns, active         atomic.Int64
+	byCmd                 [cmdBlockStatus + 1]atomic.Uint64
+	readBytes, writeBytes atomic.Uint64
+	errors                atomic.Uint64
+}
+
+var cmdNames = [...]string{cmdRead: "read", cmdWrite: "write", cmdDisc: "disc", cmdFlush: "flush",
+	cmdTrim: "trim", cmdCache: "cache", cmdWriteZeroes: "write_zeroes", cmdBlockStatus: "block_status"}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Connections: s.stats.conns.Load(), Active: s.stats.active.Load(),
+		Requests:  map[string]uint64{},
+		ReadBytes: s.stats.readBytes.Load(), WriteBytes: s.stats.writeBytes.Load(),
+		Errors: s.stats.errors.Load(),
+	}
+	for i := range s.stats.byCmd {
+		if n := s.stats.byCmd[i].Load(); n > 0 {
+			st.Requests[cmdNames[i]] = n
+		}
+	}
+	return st
+}
+
 // Server serves a fixed set of exports on any number of listeners.
 type Server struct {
+	stats   counters
 	opts    Options
 	log     *slog.Logger
 	exports map[string]*export
@@ -248,12 +291,15 @@ func (s *Server) track(c *conn) bool {
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
+	s.stats.conns.Add(1)
+	s.stats.active.Add(1)
 	return true
 }
 
 // run serves a tracked connection to its end.
 func (s *Server) run(c *conn) {
 	defer s.wg.Done()
+	defer s.stats.active.Add(-1)
 	c.serve()
 	s.mu.Lock()
 	delete(s.conns, c)

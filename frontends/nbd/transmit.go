@@ -157,6 +157,7 @@ func (c *conn) check(r request) (uint32, string) {
 func (c *conn) execute(r request, payload []byte) {
 	off := int64(r.offset)
 	n := int64(r.length)
+	c.s.stats.byCmd[r.typ].Add(1) // r.typ was checked
 	var err error
 	switch r.typ {
 	case cmdRead:
@@ -185,6 +186,9 @@ func (c *conn) execute(r request, payload []byte) {
 		c.log.Warn("request failed", "cmd", r.typ, "offset", off, "length", n, "err", err)
 		c.replyError(r, errnoOf(err), err.Error())
 		return
+	}
+	if r.typ == cmdWrite {
+		c.s.stats.writeBytes.Add(uint64(len(payload)))
 	}
 	c.replyOK(r)
 }
@@ -333,6 +337,7 @@ func (c *conn) read(r request) {
 		c.replyError(r, errnoOf(err), err.Error())
 		return
 	}
+	c.s.stats.readBytes.Add(uint64(r.length))
 	if !c.structured {
 		var h [16]byte
 		putSimpleReply(h[:], 0, r.handle)
@@ -454,6 +459,7 @@ func (c *conn) replyOK(r request) {
 
 // replyError sends an error reply; structured replies carry msg.
 func (c *conn) replyError(r request, errno uint32, msg string) {
+	c.s.stats.errors.Add(1)
 	if !c.structured {
 		var h [16]byte
 		putSimpleReply(h[:], errno, r.handle)
