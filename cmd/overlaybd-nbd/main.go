@@ -414,7 +414,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		code = c
 	}
 	if code == exitOK {
-		log.Info("stopped")
+		st := srv.Stats()
+		log.Info("stopped", "connections", st.Connections, "requests", st.Requests,
+			"read_bytes", st.ReadBytes, "written_bytes", st.WriteBytes, "errors", st.Errors)
 	}
 	return code
 }
