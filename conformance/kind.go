@@ -43,6 +43,13 @@ type Sealer interface {
 	Seal() error
 }
 
+// Crasher is implemented by devices that can simulate a power loss: drop
+// what was not made durable by Sync, then open the device again from its
+// files. Devices without it are reopened without a Sync instead.
+type Crasher interface {
+	Crash() error
+}
+
 // Flattener is implemented by devices that can write their whole view as
 // one read-only file.
 type Flattener interface {

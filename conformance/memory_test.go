@@ -20,6 +20,12 @@ type memFile struct {
 	b        []byte
 	align    int64
 	readOnly bool
+	// durable is what survives a crash: b as of the last Sync. With
+	// lateFlush (a broken file), Sync leaves out the last write, as if
+	// its flush were reordered after the next one.
+	durable   []byte
+	lateFlush bool
+	last      [2]int64
 }
 
 func (m *memFile) check(off, n int64) error {
@@ -54,6 +60,7 @@ func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := m.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	m.last = [2]int64{off, int64(len(p))}
 	return copy(m.b[off:], p), nil
 }
 
@@ -76,8 +83,29 @@ func (m *memFile) BlockStatus(off, n int64) ([]core.Extent, error) {
 	return []core.Extent{{Offset: off, Length: n}}, nil
 }
 
-func (m *memFile) Size() int64  { return int64(len(m.b)) }
-func (m *memFile) Sync() error  { return nil }
+func (m *memFile) Size() int64 { return int64(len(m.b)) }
+func (m *memFile) Sync() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev := append([]byte(nil), m.durable...)
+	m.durable = append(m.durable[:0], m.b...)
+	if m.lateFlush && len(prev) == len(m.b) {
+		off, n := m.last[0], m.last[1]
+		copy(m.durable[off:off+n], prev[off:off+n])
+	}
+	return nil
+}
+
+// crash drops what was not made durable.
+func (m *memFile) crash() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.durable == nil {
+		clear(m.b)
+		return
+	}
+	copy(m.b, m.durable)
+}
 func (m *memFile) Close() error { return nil }
 
 type memDevice struct {
@@ -88,7 +116,22 @@ type memDevice struct {
 func (d *memDevice) File() core.File { return d.f }
 func (d *memDevice) Reopen() error   { return nil }
 func (d *memDevice) Close() error    { return nil }
-func (d *memDevice) Commit() error   { return nil }
+func (d *memDevice) Commit() error   { return d.f.Sync() }
+
+// Crash implements Crasher.
+func (d *memDevice) Crash() error {
+	switch f := d.f.(type) {
+	case *memFile:
+		f.crash()
+	case *flipFile:
+		f.memFile.crash()
+	case dropDiscard:
+		f.memFile.crash()
+	case acceptPastEnd:
+		f.memFile.crash()
+	}
+	return nil
+}
 
 type memKind struct {
 	name string
@@ -178,7 +221,8 @@ func TestSuiteCatchesBrokenImplementations(t *testing.T) {
 		wantOp  string
 		wantMsg string
 	}{
-		{"flip-byte", func(f core.File) core.File { return &flipFile{memFile: f.(*memFile), at: 3 << 20} }, "read", "read back differs at device offset 3145728"},
+		{"flip-byte", func(f core.File) core.File { return &flipFile{memFile: f.(*memFile), at: 3 << 20} }, "", "read back differs at device offset 3145728"},
+		{"reorder-flush", func(f core.File) core.File { f.(*memFile).lateFlush = true; return f }, "crash", "read back differs"},
 		{"drop-discard", func(f core.File) core.File { return dropDiscard{f.(*memFile)} }, "", "read back differs"},
 		{"accept-past-end", func(f core.File) core.File { return acceptPastEnd{f.(*memFile)} }, "write-past-end", "succeeded, want an error"},
 	}

@@ -25,7 +25,14 @@ type runner struct {
 	ends   []int64 // starts and ends of recent operations
 	buf    []byte
 	rbuf   []byte
+	dirty  [][2]int64 // ranges changed since the last sync
 }
+
+// markDirty records a change that a crash may lose.
+func (r *runner) markDirty(off, n int64) { r.dirty = append(r.dirty, [2]int64{off, n}) }
+
+// synced forgets the changes made durable.
+func (r *runner) synced() { r.dirty = r.dirty[:0] }
 
 const recentOps = 8
 

@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -40,6 +41,8 @@ type Counts struct {
 	// unaligned); Reopens, Commits, Seals and Flattens the device-wide
 	// operations.
 	Rejected, Reopens, Commits, Seals, Flattens int
+	// Crashes counts reopens after a (simulated) power loss.
+	Crashes int
 }
 
 // Operation weights, per 10,000.
@@ -57,6 +60,7 @@ var writableMix = []struct {
 	{"bad-range", 150},
 	{"unaligned", 150},
 	{"reopen", 15},
+	{"crash", 10},
 	{"commit", 12},
 	{"seal", 6},
 	{"flatten", 3},
@@ -125,7 +129,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 	// Rare operations also happen at fixed points, so that even a short
 	// run reopens, commits, seals and flattens.
 	forced := map[int]string{opts.Ops / 5: "reopen", 2 * opts.Ops / 5: "commit", opts.Ops / 2: "seal",
-		3 * opts.Ops / 5: "flatten", 4 * opts.Ops / 5: "reopen"}
+		3 * opts.Ops / 5: "flatten", 7 * opts.Ops / 10: "crash", 4 * opts.Ops / 5: "reopen"}
 	for i := 0; i < opts.Ops; i++ {
 		pick := r.rng.IntN(total)
 		op := ""
@@ -150,6 +154,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				return c, r.fail("WriteAt returned %d, %v; want %d, nil", got, err, n)
 			}
 			r.model.Write(p, off)
+			r.markDirty(off, n)
 			c.Writes++
 		case "read":
 			off, n := r.span()
@@ -172,6 +177,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				return c, r.fail("Discard: %v", err)
 			}
 			r.model.Zero(off, n)
+			r.markDirty(off, n)
 			c.Discards++
 		case "zero":
 			z, ok := f.(core.ZeroWriter)
@@ -184,6 +190,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				return c, r.fail("WriteZeroes: %v", err)
 			}
 			r.model.Zero(off, n)
+			r.markDirty(off, n)
 			c.Zeroes++
 		case "status":
 			bs, ok := f.(core.BlockStatuser)
@@ -201,6 +208,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 			if err := f.Sync(); err != nil {
 				return c, r.fail("Sync: %v", err)
 			}
+			r.synced()
 			c.Syncs++
 		case "parallel":
 			if err := r.parallel(f); err != nil {
@@ -262,6 +270,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 			if err := f.Sync(); err != nil {
 				return c, r.fail("Sync: %v", err)
 			}
+			r.synced()
 			if err := dev.Reopen(); err != nil {
 				return c, r.fail("Reopen: %v", err)
 			}
@@ -269,6 +278,33 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				return c, err
 			}
 			c.Reopens++
+		case "crash":
+			// What was synced must read back; what was not may read as
+			// before or after the change, and the device must open.
+			var err error
+			if cr, ok := dev.(Crasher); ok {
+				r.begin("crash+reopen (%d unsynced changes)", len(r.dirty))
+				err = cr.Crash()
+			} else {
+				r.begin("reopen without sync (%d unsynced changes)", len(r.dirty))
+				err = dev.Reopen()
+			}
+			if err != nil {
+				return c, r.fail("reopen after a crash: %v", err)
+			}
+			nf := dev.File()
+			for _, d := range r.dirty {
+				p := make([]byte, d[1])
+				if got, err := nf.ReadAt(p, d[0]); got != len(p) || (err != nil && !(err == io.EOF && d[0]+d[1] == r.size())) {
+					return c, r.fail("ReadAt(%d, %d) after a crash returned %d, %v", d[0], d[1], got, err)
+				}
+				r.model.Write(p, d[0])
+			}
+			r.synced()
+			if err := r.verifyAll(nf); err != nil {
+				return c, err
+			}
+			c.Crashes++
 		case "commit", "seal":
 			if layers >= opts.MaxLayers {
 				continue
@@ -294,6 +330,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 			if err != nil {
 				return c, r.fail("%v", err)
 			}
+			r.synced()
 			layers++
 			if err := r.verifyAll(dev.File()); err != nil {
 				return c, err
