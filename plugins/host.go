@@ -35,6 +35,10 @@ import (
 	"github.com/overlaybd-go/overlaybd/plugins/internal/wire"
 )
 
+// zfileAlgorithms are the ZFile algorithm numbers of the codecs a plugin may
+// serve (FORMAT-ZFILE §3); a plugin never adds one.
+var zfileAlgorithms = map[string]int{"lz4": 1, "zstd": 2}
+
 // Config is one entry of overlaybd.json's codecPlugins.
 type Config = config.CodecPlugin
 
@@ -141,10 +145,7 @@ func Load(ctx context.Context, cfgs []Config, configDir string, opts ...Option) 
 				h.Close()
 				return nil, err
 			}
-			num, ok := core.Codecs.NumberOf(alg)
-			if !ok {
-				num = core.NoNumber
-			}
+			num := zfileAlgorithms[alg]
 			prev, perr := core.Codecs.Lookup(alg)
 			core.Codecs.Register(alg, num, func() (core.Codec, error) { return c, nil })
 			h.restore = append(h.restore, func() {
@@ -215,7 +216,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (*Plugin, error) {
 		return nil, fmt.Errorf("codec plugin %s: no algorithms configured", cfg.Path)
 	}
 	for _, alg := range cfg.Algorithms {
-		if alg != "lz4" && alg != "zstd" {
+		if _, ok := zfileAlgorithms[alg]; !ok {
 			return nil, fmt.Errorf("codec plugin %s: algorithm %q is not a ZFile codec (lz4, zstd)", cfg.Path, alg)
 		}
 	}

@@ -174,7 +174,7 @@ func launch(ctx context.Context, p *Plugin) (in *instance, err error) {
 		if !ok {
 			return in, fmt.Errorf("plugin does not serve %q (it serves %s)", alg, servedNames(info))
 		}
-		if want, _ := core.Codecs.NumberOf(alg); want != 0 && ci.ID != want {
+		if want := zfileAlgorithms[alg]; ci.ID != want {
 			return in, fmt.Errorf("%w: plugin numbers %q as algorithm %d, ZFile uses %d", ErrProtocol, alg, ci.ID, want)
 		}
 		if ci.MaxBlock <= 0 || ci.BoundOverhead < 0 {
