@@ -539,3 +539,20 @@ func TestPluginExitsWithHost(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestBlockLargerThanLane(t *testing.T) {
+	p, _, _ := faultPlugin(t, "ok", WithLanes(1, 8192))
+	c, err := p.Codec("lz4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Decompress(make([]byte, 65536), []byte{0x10, 'x'}); !errors.Is(err, core.ErrUnsupported) {
+		t.Fatalf("block larger than the lane: %v", err)
+	}
+	if n, err := c.Decompress(make([]byte, 4096), []byte{0x10, 'x'}); err != nil || n != 1 {
+		t.Fatalf("small block after the refusal: %d, %v", n, err)
+	}
+	if p.Restarts() != 0 {
+		t.Fatal("a refused request retired the plugin")
+	}
+}
