@@ -630,6 +630,10 @@ func readIOEngine(r reader, key string, def IOEngine) IOEngine {
 	}
 	switch v.kind {
 	case kindString:
+		if v.str == "" {
+			r.fail(field, ErrInvalid, "is empty (known: 0 psync, 1 libaio, 2 posixaio, 3 io_uring)")
+			return def
+		}
 		if _, isNumber := IOEngine(v.str).Number(); isNumber {
 			r.fail(field, ErrType, "is the string %q; write numbers as JSON numbers", v.str)
 			return def

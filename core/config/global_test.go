@@ -242,6 +242,7 @@ func TestGlobalBadInput(t *testing.T) {
 		{`{"ioEngine":4}`, "ioEngine", ErrInvalid, "unknown io engine"},
 		{`{"ioEngine":"spdk"}`, "ioEngine", ErrInvalid, "unknown io engine \"spdk\""},
 		{`{"ioEngine":"1"}`, "ioEngine", ErrType, "write numbers as JSON numbers"},
+		{`{"ioEngine":""}`, "ioEngine", ErrInvalid, "is empty"},
 		{`{"ioEngine":true}`, "ioEngine", ErrType, "want a number or an engine name"},
 		{`{"ioEngine":-1}`, "ioEngine", ErrType, "out of range"},
 		{`{"registryTLS":{"insecureSkipVerify":"host"}}`, "registryTLS.insecureSkipVerify", ErrType, "want an array"},
