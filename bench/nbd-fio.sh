@@ -9,7 +9,9 @@
 # Workloads: 4 KiB random reads at depth 16, and 1 MiB sequential reads at
 # depth 4. The servers take turns, ROUNDS times (default 3), so that the
 # noise of a shared machine hits them alike; the table gives the median
-# IOPS and MiB/s of each and the ratio to nbdkit's median.
+# IOPS and MiB/s of each and the ratio to nbdkit's median, and the server's
+# CPU time per IO (user+system of the server process during the run, from
+# /proc: steadier than throughput on a busy machine; lower is better).
 #
 #   bench/nbd-fio.sh [SIZE_MIB (default 256)] [RUNTIME_S per run (default 5)]
 #
@@ -57,32 +59,44 @@ for s in nbdkit.sock obd.sock; do
 	for _ in $(seq 1 100); do [ -S "$work/$s" ] && break; sleep 0.1; done
 done
 
-run_fio() { # uri rw bs depth
-	fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs="$3" --iodepth="$4" \
-		--runtime="$runtime" --time_based --ramp_time=1 --output-format=json --output="$work/fio.json" >/dev/null 2>&1
-	python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["jobs"][0]["read"]; print("%.0f %.1f" % (r["iops"], r["bw_bytes"]/1048576))' "$work/fio.json"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run_fio() { # pid uri rw bs depth -> IOPS MiB/s server-CPU-µs-per-IO
+	local before after
+	before=$(cpu_ticks "$1")
+	fio --name=b --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" \
+		--runtime="$runtime" --time_based --output-format=json --output="$work/fio.json" >/dev/null 2>&1
+	after=$(cpu_ticks "$1")
+	python3 -c 'import json,sys,os
+r=json.load(open(sys.argv[1]))["jobs"][0]["read"]
+ticks=(int(sys.argv[3])-int(sys.argv[2]))/os.sysconf("SC_CLK_TCK")
+print("%.0f %.1f %.1f" % (r["iops"], r["bw_bytes"]/1048576, 1e6*ticks/max(r["total_ios"],1)))' "$work/fio.json" "$before" "$after"
 }
 
-servers=("nbdkit file (raw)|nbd+unix:///?socket=$work/nbdkit.sock"
-	"overlaybd-nbd plain|nbd+unix:///plain?socket=$work/obd.sock"
-	"overlaybd-nbd lz4 zfile|nbd+unix:///lz4?socket=$work/obd.sock")
+# name|pid|uri
+servers=("nbdkit file (raw)|${pids[0]}|nbd+unix:///?socket=$work/nbdkit.sock"
+	"overlaybd-nbd plain|${pids[1]}|nbd+unix:///plain?socket=$work/obd.sock"
+	"overlaybd-nbd lz4 zfile|${pids[1]}|nbd+unix:///lz4?socket=$work/obd.sock")
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-printf '%-24s %-24s %10s %10s %8s\n' workload server IOPS MiB/s ratio
+printf '%-24s %-24s %9s %9s %7s %12s %7s\n' workload server IOPS MiB/s ratio "CPU µs/IO" ratio
 for w in "randread 4k 16" "read 1m 4"; do
 	set -- $w
 	rm -f "$work"/res.*
 	for _ in $(seq 1 "$rounds"); do
 		for i in "${!servers[@]}"; do
-			run_fio "${servers[$i]#*|}" "$1" "$2" "$3" >>"$work/res.$i"
+			IFS='|' read -r _ pid uri <<<"${servers[$i]}"
+			run_fio "$pid" "$uri" "$1" "$2" "$3" >>"$work/res.$i"
 		done
 	done
-	base=""
+	base="" cbase=""
 	for i in "${!servers[@]}"; do
 		iops=$(cut -d' ' -f1 "$work/res.$i" | median)
 		mibs=$(cut -d' ' -f2 "$work/res.$i" | median)
-		[ -z "$base" ] && base=$iops
+		cpu=$(cut -d' ' -f3 "$work/res.$i" | median)
+		[ -z "$base" ] && base=$iops cbase=$cpu
 		ratio=$(python3 -c "print('%.2fx' % ($iops / $base))")
-		printf '%-24s %-24s %10.0f %10.1f %8s\n' "$1 bs=$2 qd=$3" "${servers[$i]%%|*}" "$iops" "$mibs" "$ratio"
+		cratio=$(python3 -c "print('%.2fx' % ($cpu / $cbase if $cbase else 0))")
+		printf '%-24s %-24s %9.0f %9.1f %7s %12.1f %7s\n' "$1 bs=$2 qd=$3" "${servers[$i]%%|*}" "$iops" "$mibs" "$ratio" "$cpu" "$cratio"
 	done
 done

@@ -22,6 +22,8 @@ const (
 	// server skips to answer NBD_REP_ERR_TOO_BIG; beyond it the
 	// connection is dropped.
 	maxOptionDiscard = 16 << 20
+	// unixSendBuffer is the send buffer asked for on unix sockets.
+	unixSendBuffer = 4 << 20
 )
 
 // conn is one client connection.
@@ -51,6 +53,13 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	if uc, ok := nc.(*net.UnixConn); ok {
+		// Let a whole large reply fit in the socket, so that it goes out
+		// in one write instead of several polled partial writes (the
+		// kernel caps the size at net.core.wmem_max). TCP keeps its
+		// autotuning.
+		uc.SetWriteBuffer(unixSendBuffer)
+	}
 	return &conn{
 		s:     s,
 		nc:    nc,
