@@ -347,10 +347,10 @@ func describeLSMT(info *Info, f core.File) error {
 		li.DataBytes = &n
 	default:
 		info.Kind = "lsmt-writable-index"
-		body := size - int64(h.IndexOffset)
-		if h.IndexOffset < lsmt.HeaderSize || body < 0 {
+		if h.IndexOffset < lsmt.HeaderSize || h.IndexOffset > uint64(size) {
 			return fmt.Errorf("writable index: index offset %d outside the file of %d bytes: %w", h.IndexOffset, size, core.ErrCorrupt)
 		}
+		body := size - int64(h.IndexOffset)
 		li.TornTailBytes = body % lsmt.RecordSize
 		raw := make([]byte, body-li.TornTailBytes)
 		if _, err := f.ReadAt(raw, int64(h.IndexOffset)); err != nil && err != io.EOF {
