@@ -14,8 +14,11 @@ import (
 // scenarios, and its counters show that it did the IO.
 func TestLSMTOverEveryEngine(t *testing.T) {
 	ops := 2_000
-	if conformance.Long() {
+	switch {
+	case conformance.Long():
 		ops = 20_000
+	case testing.Short():
+		ops = 500
 	}
 	for _, name := range core.Engines.Names() {
 		t.Run(name, func(t *testing.T) {

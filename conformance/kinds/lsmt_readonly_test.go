@@ -39,7 +39,11 @@ func TestLSMTReadOnlyConformance(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := conformance.RunReadOnly(kind, t.TempDir(), conformance.ReadOnlyOptions{Seed: seed + int64(i), Logf: t.Logf}); err != nil {
+				reads := 0 // the default
+				if testing.Short() {
+					reads = 400
+				}
+				if err := conformance.RunReadOnly(kind, t.TempDir(), conformance.ReadOnlyOptions{Seed: seed + int64(i), Reads: reads, Logf: t.Logf}); err != nil {
 					t.Fatal(err)
 				}
 			}
