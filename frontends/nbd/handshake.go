@@ -45,9 +45,12 @@ type conn struct {
 	dlmu     sync.Mutex
 	stopping bool
 
-	wmu      sync.Mutex // serialises replies
+	wq       writeQueue // serialises and batches replies
 	broken   atomic.Bool
 	sem      chan struct{}
+	jobs     chan job            // to idle workers
+	nworkers int                 // workers started (reader goroutine only)
+	workers  sync.WaitGroup      // running workers
 	bytes    *semaphore.Weighted // payload bytes in flight
 	inflight sync.WaitGroup
 }

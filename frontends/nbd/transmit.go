@@ -30,7 +30,12 @@ var zeroBuf = make([]byte, zeroChunk)
 // transmit serves requests until the client disconnects, the stream breaks
 // or the server stops the connection; then it waits for requests in flight.
 func (c *conn) transmit() {
-	defer c.inflight.Wait()
+	c.jobs = make(chan job)
+	defer func() {
+		c.inflight.Wait()
+		close(c.jobs)
+		c.workers.Wait()
+	}()
 	var hdr [requestHeaderLen]byte
 	for {
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
@@ -92,16 +97,57 @@ func (c *conn) transmit() {
 		}
 		c.sem <- struct{}{}
 		c.inflight.Add(1)
-		go func() {
-			defer func() {
-				c.s.bufs.put(payload)
-				release()
-				<-c.sem
-				c.inflight.Done()
-			}()
-			c.execute(req, payload)
-		}()
+		c.dispatch(job{req: req, payload: payload, release: release})
 	}
+}
+
+// job is one validated request handed to a worker.
+type job struct {
+	req     request
+	payload []byte
+	release func()
+}
+
+// dispatch hands j to an idle worker, or starts a new one. Workers live as
+// long as the connection, so that requests run on goroutines whose stacks
+// have already grown; there are never more than MaxInFlight of them, as
+// the in-flight semaphore bounds the jobs.
+func (c *conn) dispatch(j job) {
+	select {
+	case c.jobs <- j:
+		return
+	default:
+	}
+	if c.nworkers < c.s.opts.MaxInFlight {
+		c.nworkers++
+		c.workers.Add(1)
+		go c.worker(j)
+		return
+	}
+	c.jobs <- j
+}
+
+// worker runs jobs until the connection's job channel closes.
+func (c *conn) worker(j job) {
+	defer c.workers.Done()
+	for {
+		c.run(j)
+		var ok bool
+		if j, ok = <-c.jobs; !ok {
+			return
+		}
+	}
+}
+
+// run executes one job and releases what it holds.
+func (c *conn) run(j job) {
+	defer func() {
+		c.s.bufs.put(j.payload)
+		j.release()
+		<-c.sem
+		c.inflight.Done()
+	}()
+	c.execute(j.req, j.payload)
 }
 
 // check validates a request against the export and the negotiated state,
@@ -477,26 +523,63 @@ func (c *conn) replyError(r request, errno uint32, msg string) {
 	c.send(b)
 }
 
+// writeQueue batches the replies of concurrent requests: a sender queues
+// its reply; if no write is under way it becomes the writer and sends every
+// queued reply with one writev; otherwise it waits until a writer has sent
+// its reply. Senders return only when their buffers have been written.
+type writeQueue struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	pending net.Buffers
+	spare   net.Buffers
+	queued  uint64 // replies queued so far
+	written uint64 // replies written (or dropped) so far
+	writing bool
+}
+
 // send writes one reply atomically with respect to other replies. A failed
-// write breaks the connection: the reader stops, requests in flight finish.
+// write breaks the connection: the reader stops, requests in flight finish,
+// and later replies are dropped.
 func (c *conn) send(parts ...[]byte) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	q := &c.wq
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.cond.L == nil {
+		q.cond.L = &q.mu
+	}
 	if c.broken.Load() {
 		return
 	}
-	var err error
-	if len(parts) == 1 {
-		_, err = c.nc.Write(parts[0])
-	} else {
-		bufs := net.Buffers(parts)
-		_, err = bufs.WriteTo(c.nc)
+	q.pending = append(q.pending, parts...)
+	q.queued++
+	me := q.queued
+	for q.writing && q.written < me {
+		q.cond.Wait()
 	}
-	if err != nil {
-		c.broken.Store(true)
+	if q.written >= me {
+		return // a writer sent it
+	}
+	// Become the writer of everything queued, this reply included.
+	q.writing = true
+	batch, upto := q.pending, q.queued
+	q.pending = q.spare[:0]
+	q.mu.Unlock()
+	bufs := batch // WriteTo consumes its receiver
+	_, err := bufs.WriteTo(c.nc)
+	q.mu.Lock()
+	clear(batch)
+	q.spare = batch[:0]
+	if err != nil && !c.broken.Swap(true) {
 		c.log.Debug("reply failed, closing connection", "err", err)
 		c.nc.Close()
 	}
+	q.written = upto
+	if c.broken.Load() {
+		q.pending = q.pending[:0]
+		q.written = q.queued // nothing more will be written
+	}
+	q.writing = false
+	q.cond.Broadcast()
 }
 
 func putSimpleReply(b []byte, errno uint32, handle uint64) {
