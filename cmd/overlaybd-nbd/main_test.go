@@ -324,7 +324,7 @@ func testServeWritableThenCommit(t *testing.T, sparse bool) {
 	// Several fio connections with verification, in a region of its own.
 	if fio, err := exec.LookPath("fio"); err == nil {
 		runTool(t, fio, "--name=v", "--ioengine=nbd", "--uri="+u, "--rw=randwrite", "--bs=4k", "--iodepth=16",
-			"--numjobs=3", "--size=2m", "--offset=32m", "--offset_increment=4m", "--verify=crc32c", "--verify_fatal=1")
+			"--numjobs=3", "--size=2m", "--offset=32m", "--offset_increment=4m", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0")
 		// Read fio's data back into the model after the server stops.
 	}
 	var gotMap string
