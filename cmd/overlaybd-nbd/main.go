@@ -186,6 +186,16 @@ func listenUnix(path string) (net.Listener, error) {
 	return net.Listen("unix", path)
 }
 
+// anyRemote reports whether a layer of img is read from a registry.
+func anyRemote(img *image.Image) bool {
+	for _, l := range img.Layers {
+		if l.Remote {
+			return true
+		}
+	}
+	return false
+}
+
 // needsRemote reports whether a lower of cfg has no local copy and a
 // digest, so that it is read from the registry.
 func needsRemote(cfg *config.Image) bool {
@@ -362,6 +372,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 			File:        img,
 			ReadOnly:    !img.Writable(),
 			Alignment:   core.SectorSize,
+			FastReads:   !anyRemote(img),
 		})
 		log.Info("export", "name", e.name, "config", e.config, "size", img.Size(), "writable", img.Writable(), "lowers", len(img.Layers))
 	}

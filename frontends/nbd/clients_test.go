@@ -129,7 +129,7 @@ func TestNbdcopy(t *testing.T) {
 	src, srcPath := newFile(t, 16<<20, true)
 	dst, _ := newFile(t, 16<<20, false)
 	_, sock := startServer(t, []Export{
-		{Name: "src", File: src, ReadOnly: true},
+		{Name: "src", File: src, ReadOnly: true, FastReads: true},
 		{Name: "dst", File: sparseFile{dst}},
 	}, Options{})
 	out := filepath.Join(t.TempDir(), "out.raw")
@@ -176,7 +176,7 @@ func TestQemuIO(t *testing.T) {
 func TestFioVerify(t *testing.T) {
 	fio := needTool(t, "fio")
 	f, _ := newFile(t, 32<<20, false)
-	_, sock := startServer(t, []Export{{File: f}}, Options{})
+	_, sock := startServer(t, []Export{{File: f, FastReads: true}}, Options{})
 	out := run(t, 5*time.Minute, fio, "--name=nbdverify", "--ioengine=nbd", "--uri="+uri(sock, ""),
 		"--rw=randwrite", "--bs=4k", "--iodepth=16", "--numjobs=4", "--size=4m", "--offset_increment=8m",
 		"--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", "--group_reporting", "--output-format=terse")

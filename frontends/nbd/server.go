@@ -47,6 +47,13 @@ type Export struct {
 	// and performs unaligned writes by read-modify-write, serialised
 	// against the export's other writes.
 	Alignment uint32
+	// FastReads says that reads of File complete quickly (local storage,
+	// page cache): a small read that arrives while no further request is
+	// waiting is served on the connection's reader goroutine instead of
+	// being handed to a worker, which saves a goroutine wake-up per
+	// request. Leave it false when reads may block for long (remote
+	// layers): the connection reads no new request meanwhile.
+	FastReads bool
 }
 
 // Options tune a Server.

@@ -57,7 +57,7 @@ func TestRandomOpsOnLayerStack(t *testing.T) {
 	if _, err := st.ReadAt(model, 0); err != nil {
 		t.Fatal(err)
 	}
-	srv, sock := startServer(t, []Export{{File: st, Alignment: core.SectorSize}}, Options{})
+	srv, sock := startServer(t, []Export{{File: st, Alignment: core.SectorSize, FastReads: true}}, Options{})
 	conns := []*rawClient{dialRaw(t, sock), dialRaw(t, sock)}
 	conns[0].goExport("", true)
 	conns[1].goExport("", false)

@@ -23,6 +23,9 @@ const (
 	// zeroChunk is the size of the shared zero buffer used to zero ranges
 	// of files without a ZeroWriter.
 	zeroChunk = 1 << 20
+	// inlineReadMax bounds the reads of a FastReads export served on the
+	// reader goroutine.
+	inlineReadMax = 64 << 10
 )
 
 var zeroBuf = make([]byte, zeroChunk)
@@ -97,7 +100,14 @@ func (c *conn) transmit() {
 		}
 		c.sem <- struct{}{}
 		c.inflight.Add(1)
-		c.dispatch(job{req: req, payload: payload, release: release})
+		j := job{req: req, payload: payload, release: release}
+		if c.x.FastReads && req.typ == cmdRead && req.length <= inlineReadMax && c.br.Buffered() < requestHeaderLen {
+			// Nothing else to read yet: serve the read here rather
+			// than wake a worker and then wait for the client.
+			c.run(j)
+			continue
+		}
+		c.dispatch(j)
 	}
 }
 
