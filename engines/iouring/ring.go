@@ -44,6 +44,18 @@ const (
 	featSingleMmap   = 1 << 0
 	featNoDrop       = 1 << 1
 	featSubmitStable = 1 << 2
+	featExtArg       = 1 << 8
+
+	enterGetEvents = 1 << 0
+	enterExtArg    = 1 << 3
+
+	// kernelWaitSlice bounds one wait in io_uring_enter, so that a waiter
+	// whose completion another goroutine reaped cannot sleep long.
+	kernelWaitSlice = 200 * time.Microsecond
+	// kernelWaitDepth is the most requests in flight at which a submitter
+	// waits in the kernel; deeper queues are served by the reaper, which
+	// measured as fast there.
+	kernelWaitDepth = 4
 )
 
 type sqringOffsets struct {
@@ -84,6 +96,13 @@ type cqe struct {
 	userData uint64
 	res      int32
 	flags    uint32
+}
+
+type getEventsArg struct {
+	sigmask   uint64
+	sigmaskSz uint32
+	minWait   uint32
+	ts        uint64
 }
 
 type probeOp struct {
@@ -149,9 +168,14 @@ type ring struct {
 	efdN     int
 	features Features
 
-	cqMu        sync.Mutex // serialises readers of the completion queue
-	fillMu      sync.Mutex // serialises writers of the submission queue
-	tail        uint32     // our copy of the SQ tail, under fillMu
+	cqMu sync.Mutex // serialises readers of the completion queue
+	// kwait is set while a submitter waits for completions inside
+	// io_uring_enter; the reaper then leaves the completion queue to it.
+	kwait       atomic.Bool
+	waitTS      unix.Timespec // the kwait holder's timeout; fixed address
+	waitArg     getEventsArg  // points at waitTS
+	fillMu      sync.Mutex    // serialises writers of the submission queue
+	tail        uint32        // our copy of the SQ tail, under fillMu
 	unsubmitted atomic.Int64
 	submitting  atomic.Bool
 
@@ -334,6 +358,11 @@ func (r *ring) reap() {
 		if _, err := r.efd.Read(counter[:]); err != nil {
 			return // Close closed the eventfd; nothing is in flight then.
 		}
+		if r.kwait.Load() {
+			// A submitter is waiting in the kernel and drains the queue
+			// once more after it stops waiting.
+			continue
+		}
 		r.cqMu.Lock()
 		for r.drain() > 0 {
 		}
@@ -368,6 +397,34 @@ func (r *ring) complete(s uint32, res int32) {
 	if f.b.pending.Add(-1) == 0 {
 		close(f.b.done)
 	}
+}
+
+// waitInKernel waits for bt's completions inside io_uring_enter, the way a
+// single-threaded program does, reaping every completion that arrives
+// (also other goroutines'), instead of going through the eventfd, the
+// runtime's poller and the reaper: at low depth that round trip is most of
+// the latency. Only one goroutine at a time waits so (kwait); the others
+// and the reaper stand by. Waits are bounded, because the reaper may have
+// taken the completion just before kwait was set.
+func (r *ring) waitInKernel(bt *batch) {
+	// The arguments live in the ring (a heap object that does not move),
+	// not on this goroutine's stack, which may move: the kernel follows the
+	// pointer to the timeout.
+	r.waitTS = unix.NsecToTimespec(int64(kernelWaitSlice))
+	r.waitArg = getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&r.waitTS)))}
+	for bt.pending.Load() > 0 {
+		unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, enterGetEvents|enterExtArg,
+			uintptr(unsafe.Pointer(&r.waitArg)), unsafe.Sizeof(r.waitArg))
+		r.cqMu.Lock()
+		r.drain()
+		r.cqMu.Unlock()
+	}
+	r.kwait.Store(false)
+	// Completions that arrived while kwait was set may have been left by
+	// the reaper: take them now (later ones wake the reaper).
+	r.cqMu.Lock()
+	r.drain()
+	r.cqMu.Unlock()
 }
 
 // flush submits the queued entries. Whoever finds the submitter role free
@@ -453,6 +510,9 @@ func (r *ring) submit(reqs []core.IORequest, fill func(i int, s *sqe)) error {
 	if r.cqMu.TryLock() {
 		r.drain()
 		r.cqMu.Unlock()
+	}
+	if bt.pending.Load() > 0 && r.c.InFlight() <= kernelWaitDepth && r.features.Flags&featExtArg != 0 && r.kwait.CompareAndSwap(false, true) {
+		r.waitInKernel(bt)
 	}
 	<-bt.done
 	return nil

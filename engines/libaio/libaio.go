@@ -161,6 +161,12 @@ type backend struct {
 	queued     atomic.Int64
 	submitting atomic.Bool
 
+	// kwait is set while a submitter waits for completions inside
+	// io_getevents (see waitInKernel); the reaper then leaves them to it.
+	kwait      atomic.Bool
+	waitTS     unix.Timespec
+	waitEvents []ioEvent
+
 	mu     sync.RWMutex // shared by submissions, exclusive in Close
 	closed bool
 	reaped chan struct{}
@@ -179,9 +185,10 @@ func newBackend(depth int, c *fileengine.Counters) (*backend, error) {
 	b := &backend{
 		c: c, ctx: ctx, depth: depth,
 		efd: os.NewFile(uintptr(efd), "libaio-eventfd"), efdN: efd,
-		free:   make(chan uint32, depth),
-		slots:  make([]atomic.Pointer[inflight], depth),
-		reaped: make(chan struct{}),
+		free:       make(chan uint32, depth),
+		waitEvents: make([]ioEvent, 64),
+		slots:      make([]atomic.Pointer[inflight], depth),
+		reaped:     make(chan struct{}),
 	}
 	for i := range depth {
 		b.free <- uint32(i)
@@ -223,23 +230,64 @@ func (b *backend) reap() {
 			// Close closed the eventfd; nothing is in flight then.
 			return
 		}
-		for {
-			n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, b.ctx, 0, uintptr(len(events)),
-				uintptr(unsafe.Pointer(&events[0])), uintptr(unsafe.Pointer(&zero)), 0)
-			if errno == unix.EINTR {
-				continue
-			}
-			if errno != 0 || n == 0 {
-				break
-			}
-			for _, ev := range events[:n] {
+		if b.kwait.Load() {
+			// A submitter is waiting in the kernel and reaps once more
+			// after it stops waiting.
+			continue
+		}
+		b.reapNow(events, &zero)
+	}
+}
+
+// reapNow completes every event the context has now.
+func (b *backend) reapNow(events []ioEvent, zero *unix.Timespec) {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, b.ctx, 0, uintptr(len(events)),
+			uintptr(unsafe.Pointer(&events[0])), uintptr(unsafe.Pointer(zero)), 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 || n == 0 {
+			return
+		}
+		for _, ev := range events[:n] {
+			b.complete(uint32(ev.data), ev.res)
+		}
+		if int(n) < len(events) {
+			return
+		}
+	}
+}
+
+// kernelWaitSlice bounds one wait in io_getevents, so that a waiter whose
+// completion the reaper took cannot sleep long.
+const kernelWaitSlice = 200 * time.Microsecond
+
+// kernelWaitDepth is the most requests in flight at which a submitter waits
+// in the kernel; deeper queues are served by the reaper, which measured as
+// fast there.
+const kernelWaitDepth = 4
+
+// waitInKernel waits for bt's completions inside io_getevents, the way a
+// single-threaded program does, completing every event that arrives (also
+// other goroutines'), instead of going through the eventfd, the runtime's
+// poller and the reaper: at low depth that round trip is most of the
+// latency. Only one goroutine at a time waits so (kwait).
+func (b *backend) waitInKernel(bt *batch) {
+	b.waitTS = unix.NsecToTimespec(int64(kernelWaitSlice))
+	for bt.pending.Load() > 0 {
+		n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, b.ctx, 1, uintptr(len(b.waitEvents)),
+			uintptr(unsafe.Pointer(&b.waitEvents[0])), uintptr(unsafe.Pointer(&b.waitTS)), 0)
+		if errno == 0 {
+			for _, ev := range b.waitEvents[:n] {
 				b.complete(uint32(ev.data), ev.res)
-			}
-			if int(n) < len(events) {
-				break
 			}
 		}
 	}
+	b.kwait.Store(false)
+	// Events that arrived while kwait was set may have been left by the
+	// reaper: take them now (later ones wake the reaper).
+	b.reapNow(b.waitEvents, &unix.Timespec{})
 }
 
 // complete finishes the request in slot s with the kernel's result res.
@@ -394,6 +442,9 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 		b.queueMu.Unlock()
 		b.flush()
 		i += k
+	}
+	if bt.pending.Load() > 0 && b.c.InFlight() <= kernelWaitDepth && b.kwait.CompareAndSwap(false, true) {
+		b.waitInKernel(bt)
 	}
 	<-bt.done
 	runtime.KeepAlive(cbs)
