@@ -89,41 +89,4 @@ for rep in $(seq "$REPS"); do
 	fio_run randwrite-4k-qd1-buffered psync randwrite 4k 1 0
 done
 
-python3 - "$OUT" <<'PY'
-import json, statistics, sys, collections
-rows = [json.loads(l) for l in open(sys.argv[1])]
-med = collections.defaultdict(list)
-extra = {}
-for r in rows:
-    med[(r["case"], r["engine"], r["impl"])].append(r["iops"])
-    if r["impl"].startswith("ours"):
-        extra[(r["case"], r["engine"], r["impl"])] = r
-cases = []
-for r in rows:
-    if r["case"] not in cases: cases.append(r["case"])
-print("| case | engine | fio IOPS | ours IOPS (goroutines) | ratio | ours IOPS (one goroutine, batches) | ratio | max in flight | requests per submit |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-for c in cases:
-    engines = []
-    for (cc, e, i) in med:
-        if cc == c and e not in engines: engines.append(e)
-    base = statistics.median(med.get((c, "psync", "ours-goroutines"), [0])) or None
-    vs_psync = c.endswith("cached") or c.endswith("buffered")
-    for e in engines:
-        f = med.get((c, e, "fio"))
-        g = med.get((c, e, "ours-goroutines"))
-        b = med.get((c, e, "ours-batch"))
-        if g is None and f is not None and e == "psync" and c.endswith("cached"):
-            pass
-        fm = statistics.median(f) if f else None
-        gm = statistics.median(g) if g else None
-        bm = statistics.median(b) if b else None
-        x = extra.get((c, e, "ours-goroutines")) or {}
-        per = x.get("submitted_requests", 0) / max(x.get("submits", 1), 1)
-        ratio = lambda o: ("%.2f" % (o / fm)) if (o and fm) else ("%.2f of our psync" % (o / base) if (o and base and vs_psync) else "")
-        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (c, e,
-            "%.0f" % fm if fm else "", "%.0f" % gm if gm else "", ratio(gm),
-            "%.0f" % bm if bm else "", ratio(bm) if bm else "",
-            x.get("max_in_flight", ""), "%.1f" % per if x else ""))
-print("\n(medians of %d runs; raw results in %s)" % (max(len(v) for v in med.values()), sys.argv[1]))
-PY
+python3 bench/engines/summary.py "$OUT"
