@@ -13,7 +13,10 @@
 // with one io_submit call, up to the engine's queue depth in flight.
 // Completions signal an eventfd that the Go runtime's poller watches; one
 // reaper goroutine, owned by the engine and stopped by Close, collects them
-// with a non-blocking io_getevents and wakes the submitters. Buffers handed
+// with a non-blocking io_getevents and wakes the submitters; at low depth
+// one submitter instead waits inside io_getevents and completes whatever
+// arrives, which saves the trip through the eventfd and the poller. Buffers
+// handed
 // to the kernel are pinned (runtime.Pinner) until their request completes.
 //
 // When the kernel refuses native AIO (ENOSYS, or EPERM/EACCES under a
