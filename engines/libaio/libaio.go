@@ -8,20 +8,22 @@
 // file without O_DIRECT, and a filesystem that refuses O_DIRECT gets a
 // buffered file with one log line.
 //
-// One kernel AIO context serves every file of an engine. Any number of
-// goroutines submit concurrently (io_submit is safe for that), each batch
-// with one io_submit call, up to the engine's queue depth in flight.
-// Completions signal an eventfd that the Go runtime's poller watches; one
-// reaper goroutine, owned by the engine and stopped by Close, collects them
-// with a non-blocking io_getevents and wakes the submitters; at low depth
-// one submitter instead waits inside io_getevents and completes whatever
+// One kernel AIO context serves every file of an engine. Goroutines queue
+// their control blocks and whichever finds the submitter role free hands
+// everything queued to one io_submit call, so concurrent readers share
+// system calls; at most the engine's queue depth is in flight. Completions
+// signal an eventfd that the Go runtime's poller watches; one reaper
+// goroutine, owned by the engine and stopped by Close, collects them with a
+// non-blocking io_getevents and wakes the submitters. At low depth one
+// submitter instead waits inside io_getevents and completes whatever
 // arrives, which saves the trip through the eventfd and the poller. Buffers
-// handed
-// to the kernel are pinned (runtime.Pinner) until their request completes.
+// handed to the kernel are pinned (runtime.Pinner) until their request
+// completes.
 //
-// When the kernel refuses native AIO (ENOSYS, or EPERM/EACCES under a
-// seccomp filter), the registered factory returns the psync engine instead,
-// with one log line and a counted fallback.
+// When the kernel refuses native AIO (ENOSYS; EPERM or EACCES under a
+// seccomp filter; EAGAIN when fs.aio-max-nr is used up), the registered
+// factory returns the psync engine instead, with one log line and a counted
+// fallback.
 package libaio
 
 import (
