@@ -25,7 +25,8 @@
 // machines a kernel thread spinning on the queue costs more than it saves.
 //
 // When the kernel refuses io_uring (ENOSYS, EPERM under seccomp or
-// kernel.io_uring_disabled, or missing opcodes), the registered factory
+// kernel.io_uring_disabled, ENOMEM under a small RLIMIT_MEMLOCK, or missing
+// opcodes), the registered factory
 // returns the psync engine instead, with one log line and a counted
 // fallback.
 package iouring
