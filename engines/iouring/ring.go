@@ -386,7 +386,14 @@ func (r *ring) drain() int {
 }
 
 func (r *ring) complete(s uint32, res int32) {
+	if int(s) >= len(r.slots) {
+		return
+	}
 	f := r.slots[s].Swap(nil)
+	if f == nil {
+		// Not a request of ours in flight: nothing to complete.
+		return
+	}
 	r.c.End(1)
 	if res < 0 {
 		f.req.N, f.req.Err = 0, unix.Errno(-res)

@@ -291,13 +291,23 @@ func (b *backend) waitInKernel(bt *batch) {
 	}
 	b.kwait.Store(false)
 	// Events that arrived while kwait was set may have been left by the
-	// reaper: take them now (later ones wake the reaper).
-	b.reapNow(b.waitEvents, &unix.Timespec{})
+	// reaper: take them now (later ones wake the reaper). b.waitEvents
+	// belongs to whoever holds kwait, which another goroutine may take as
+	// soon as it is released, so this reap uses a buffer of its own.
+	var events [16]ioEvent
+	b.reapNow(events[:], &unix.Timespec{})
 }
 
 // complete finishes the request in slot s with the kernel's result res.
 func (b *backend) complete(s uint32, res int64) {
+	if int(s) >= len(b.slots) {
+		return
+	}
 	f := b.slots[s].Swap(nil)
+	if f == nil {
+		// Not a request of ours in flight: nothing to complete.
+		return
+	}
 	b.c.End(1)
 	if res < 0 {
 		f.req.N, f.req.Err = 0, unix.Errno(-res)
