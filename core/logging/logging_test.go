@@ -152,6 +152,7 @@ func TestNoCredentialInLog(t *testing.T) {
 	log.Warn("auth failed", "err", errors.New("GET "+signed+": 401"), "password", pass)
 	log.With("authorization", "Basic "+b64).Info("with attrs", slog.Group("g", "token", bearer, "u", signed))
 	log.Debug(fmt.Sprintf(`cred file {"auths":{"r":{"auth":"%s","password":"%s"}}}`, b64, pass))
+	log.Info("token request to registry failed: Basic authentication; Bearer realm")
 	out := buf.String()
 	for _, secret := range []string{pass, b64, bearer, sig, amzCred} {
 		if strings.Contains(out, secret) {
@@ -159,7 +160,7 @@ func TestNoCredentialInLog(t *testing.T) {
 		}
 	}
 	// What is not secret stays.
-	for _, keep := range []string{"blob.example.com/sha256/ab", "registry.example.com/v2/", "401", "redirected"} {
+	for _, keep := range []string{"token request to registry failed: Basic authentication; Bearer realm", "blob.example.com/sha256/ab", "registry.example.com/v2/", "401", "redirected", "Authorization: Bearer REDACTED", "header=map[Authorization:[REDACTED]]"} {
 		if !strings.Contains(out, keep) {
 			t.Errorf("%q missing from log:\n%s", keep, out)
 		}

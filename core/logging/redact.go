@@ -14,14 +14,16 @@ import (
 const Redacted = "REDACTED"
 
 var (
-	// "Basic <b64>", "Bearer <token>" (also after "Authorization:").
-	authSchemeRE = regexp.MustCompile(`(?i)\b(basic|bearer|token)(\s+|=|:)([A-Za-z0-9+/=._~\-]{4,})`)
+	// "Authorization: <anything>": the value always goes.
+	authHeaderRE = regexp.MustCompile(`(?i)(authorization"?\s*[:=]\s*"?(?:(?:basic|bearer)\s+)?)([^\s",\[\]]+)`)
+	// "Basic <b64>", "Bearer <token>" elsewhere; see schemeSecret.
+	authSchemeRE = regexp.MustCompile(`(?i)\b(basic|bearer)(\s+)([A-Za-z0-9+/=._~\-]+)`)
 	// user:password@ in URLs.
 	userinfoRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@]*@`)
 	// the query of any URL (signed URLs carry their signature there).
 	urlQueryRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.\-]*://[^\s?#"']*)\?[^\s#"']*`)
 	// key=value / "key":"value" pairs whose key names a secret.
-	secretPairRE = regexp.MustCompile(`(?i)("?(?:password|passwd|secret|token|access_token|refresh_token|auth|authorization|identitytoken|registrytoken|x-amz-signature|signature)"?\s*[:=]\s*"?)([^\s",&}]+)`)
+	secretPairRE = regexp.MustCompile(`(?i)("?(?:password|passwd|secret|token|access_token|refresh_token|auth|identitytoken|registrytoken|x-amz-signature|signature)"?\s*[:=]\s*"?)([^\s",&}\]]+)`)
 )
 
 // Redact removes credentials from s: the argument of Basic/Bearer
@@ -31,11 +33,28 @@ func Redact(s string) string {
 	if s == "" {
 		return s
 	}
-	s = authSchemeRE.ReplaceAllString(s, "${1}${2}"+Redacted)
+	s = authHeaderRE.ReplaceAllString(s, "${1}"+Redacted)
+	s = authSchemeRE.ReplaceAllStringFunc(s, func(m string) string {
+		sub := authSchemeRE.FindStringSubmatch(m)
+		if sub[3] == Redacted || !schemeSecret(sub[3]) {
+			return m
+		}
+		return sub[1] + sub[2] + Redacted
+	})
 	s = userinfoRE.ReplaceAllString(s, "${1}"+Redacted+"@")
 	s = urlQueryRE.ReplaceAllString(s, "${1}?"+Redacted)
 	s = secretPairRE.ReplaceAllString(s, "${1}"+Redacted)
 	return s
+}
+
+// schemeSecret tells a credential after "Basic"/"Bearer" from an ordinary
+// word ("Basic authentication", "Bearer realm"): credentials are long and
+// carry digits or base64/JWT punctuation.
+func schemeSecret(w string) bool {
+	if len(w) < 8 {
+		return false
+	}
+	return strings.ContainsAny(w, "0123456789+/=._~-")
 }
 
 // secretKey reports whether an attribute key names a secret whose whole value
