@@ -2,13 +2,18 @@ package dist
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/overlaybd-go/overlaybd/core/config"
+	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
 // TestDefaultConfig checks that the installed default configuration parses
@@ -171,4 +176,124 @@ func TestInstallLayout(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "no overlaybd-* binaries") {
 		t.Errorf("install without binaries: %v %s", err, out)
 	}
+}
+
+// TestInstalledNbdUnitServes installs into a temporary root, runs the
+// installed overlaybd-nbd with the command line of the installed
+// overlaybd-nbd@.service (paths moved under the root, %i expanded) and the
+// installed overlaybd.json (its log, audit and cache paths moved under the
+// root), and reads the export with nbdinfo and nbdcopy; the data must equal
+// what the installed overlaybd-cat reads from the same image. SIGTERM (what
+// systemd sends) must stop it with status 0.
+func TestInstalledNbdUnitServes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries")
+	}
+	for _, tool := range []string{"nbdinfo", "nbdcopy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (libnbd-bin)", tool)
+		}
+	}
+	bin := t.TempDir()
+	for _, c := range []string{"overlaybd-nbd", "overlaybd-cat"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "../cmd/"+c).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go build %s: %v\n%s", c, err, out)
+		}
+	}
+	root := t.TempDir()
+	run(t, []string{"DESTDIR=" + root, "BINSRC=" + bin}, "install")
+
+	// The installed configuration, with its system paths moved under root.
+	conf := filepath.Join(root, "etc/overlaybd/overlaybd.json")
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.NewReplacer(`"/var/log/`, `"`+root+`/var/log/`, `"/opt/overlaybd/`, `"`+root+`/opt/overlaybd/`).Replace(string(b))
+	os.MkdirAll(filepath.Join(root, "var/log"), 0o755)
+	if err := os.WriteFile(conf, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	layer := testvectors.Path(t, "stack/A.commit")
+	img := filepath.Join(root, "etc/overlaybd/nbd/vec.json")
+	if err := os.WriteFile(img, []byte(`{"lowers":[{"file":"`+layer+`"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	runDir := filepath.Join(root, "run/overlaybd-nbd/vec")
+	os.MkdirAll(runDir, 0o750) // RuntimeDirectory=
+	var args []string
+	for _, a := range execStart(t, filepath.Join(root, "lib/systemd/system/overlaybd-nbd@.service")) {
+		a = strings.ReplaceAll(a, "/run/overlaybd-nbd/%i", runDir)
+		a = strings.ReplaceAll(a, "%i", "vec")
+		a = strings.ReplaceAll(a, "/etc/overlaybd/", root+"/etc/overlaybd/")
+		a = strings.ReplaceAll(a, "/opt/overlaybd/", root+"/opt/overlaybd/")
+		args = append(args, a)
+	}
+	log := &lockedBuffer{}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("overlaybd-nbd after SIGTERM: %v\n%s", err, log.String())
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Error("overlaybd-nbd ignored SIGTERM")
+		}
+	}()
+	sock := filepath.Join(runDir, "nbd.sock")
+	uri := "nbd+unix:///vec?socket=" + sock
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("overlaybd-nbd exited: %v\n%s", err, log.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no socket after 30 s:\n%s", log.String())
+		}
+	}
+	served, err := exec.Command("nbdcopy", uri, "-").Output()
+	if err != nil {
+		t.Fatalf("nbdcopy: %v", err)
+	}
+	want, err := exec.Command(filepath.Join(root, "opt/overlaybd/bin/overlaybd-cat"), layer).Output()
+	if err != nil {
+		t.Fatalf("overlaybd-cat: %v", err)
+	}
+	if len(served) == 0 || !bytes.Equal(served, want) {
+		t.Errorf("served %d bytes, overlaybd-cat %d; equal %v", len(served), len(want), bytes.Equal(served, want))
+	}
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
