@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/logging"
 )
@@ -184,4 +185,18 @@ func appendValue(b []byte, v any) []byte {
 	default:
 		return fmt.Append(b, x)
 	}
+}
+
+// ObserveSourceRead records upstream's "download" event for a read a cache
+// made from its source (see metrics.InstrumentCache). The pathname is the
+// source's URL when it has one (a URL() string method), else its key.
+func (l *Log) ObserveSourceRead(src core.Source, off int64, n int, latency time.Duration, err error) {
+	if l == nil {
+		return
+	}
+	name := src.Key()
+	if u, ok := src.(interface{ URL() string }); ok {
+		name = u.URL()
+	}
+	l.IO(EventDownload, name, off, int64(n), latency)
 }
