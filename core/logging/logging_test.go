@@ -177,3 +177,32 @@ func FuzzRedact(f *testing.F) {
 		}
 	})
 }
+
+// TestRotatorKeepsWritingWhenRenameFails: a rotation that cannot rename
+// (a directory in the way) reports the error through Err and logging goes
+// on in the current file.
+func TestRotatorKeepsWritingWhenRenameFails(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "x.log")
+	if err := os.MkdirAll(filepath.Join(p+".1", "busy"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenRotator(p, 10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Write([]byte("0123456789"))
+	if _, err := r.Write([]byte("abc")); err != nil {
+		t.Fatalf("line lost on failed rotation: %v", err)
+	}
+	if r.Err() == nil {
+		t.Fatal("rotation into a non-empty directory reported no error")
+	}
+	if _, err := r.Write([]byte("def")); err != nil {
+		t.Fatalf("write after failed rotation: %v", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "0123456789abcdef" {
+		t.Errorf("current file %q", b)
+	}
+}

@@ -1,6 +1,7 @@
 package logging
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -26,6 +27,7 @@ type Rotator struct {
 	mu   sync.Mutex
 	f    *os.File
 	size int64
+	err  error // of the last rotation
 }
 
 // OpenRotator opens (creating, appending to) path, rotating it when it would
@@ -71,13 +73,23 @@ func (r *Rotator) Write(p []byte) (int, error) {
 		return 0, os.ErrClosed
 	}
 	if r.size > 0 && r.size+int64(len(p)) > r.limit {
-		if err := r.rotate(); err != nil {
-			return 0, err
+		// A failed rotation does not lose the line: it goes to the
+		// current file, and Err reports the failure.
+		r.err = r.rotate()
+		if r.f == nil {
+			return 0, r.err
 		}
 	}
 	n, err := r.f.Write(p)
 	r.size += int64(n)
 	return n, err
+}
+
+// Err returns the error of the last rotation, nil when it succeeded.
+func (r *Rotator) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
 }
 
 // Rotate rotates the files now, whatever the current size.
@@ -91,10 +103,21 @@ func (r *Rotator) Rotate() error {
 }
 
 func (r *Rotator) rotate() error {
-	if err := r.f.Close(); err != nil {
-		return fmt.Errorf("close log file for rotation: %w", err)
-	}
+	cerr := r.f.Close()
 	r.f = nil
+	if err := r.shift(); err != nil || cerr != nil {
+		// Keep logging into the current file whatever went wrong.
+		if oerr := r.open(); oerr != nil {
+			return errors.Join(cerr, err, oerr)
+		}
+		return errors.Join(cerr, err)
+	}
+	return r.open()
+}
+
+// shift renames <path>.N-1 → <path>.N … <path> → <path>.1, dropping the
+// oldest.
+func (r *Rotator) shift() error {
 	name := func(i int) string {
 		if i == 0 {
 			return r.path
@@ -115,7 +138,7 @@ func (r *Rotator) rotate() error {
 			return fmt.Errorf("rotate log file: %w", err)
 		}
 	}
-	return r.open()
+	return nil
 }
 
 // Close closes the current file.
