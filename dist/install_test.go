@@ -170,6 +170,42 @@ func TestInstallLayout(t *testing.T) {
 		t.Errorf("PREFIX not applied to the unit: %s", a[0])
 	}
 
+	// A Debian package of the same tree, the configuration a conffile.
+	if _, err := exec.LookPath("dpkg-deb"); err == nil {
+		out := strings.TrimSpace(run(t, []string{"BINSRC=" + bin, "VERSION=1.2.3"}, "deb", t.TempDir()))
+		deb := out[strings.LastIndex(out, "\n")+1:]
+		if !strings.HasSuffix(deb, ".deb") {
+			t.Fatalf("deb output %q", out)
+		}
+		list, err := exec.Command("dpkg-deb", "-c", deb).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		perms := map[string]string{} // path -> "mode owner"
+		for _, line := range strings.Split(string(list), "\n") {
+			if f := strings.Fields(line); len(f) == 6 {
+				perms[f[5]] = f[0] + " " + f[1]
+			}
+		}
+		for path, want := range map[string]string{
+			"./":                                "drwxr-xr-x root/root",
+			"./opt/overlaybd/bin/overlaybd-nbd": "-rwxr-xr-x root/root",
+			"./etc/overlaybd/overlaybd.json":    "-rw-r--r-- root/root",
+			"./lib/systemd/system/overlaybd-nbd@.service": "-rw-r--r-- root/root",
+		} {
+			if perms[path] != want {
+				t.Errorf("package: %s is %q, want %q:\n%s", path, perms[path], want, list)
+			}
+		}
+		conff, err := exec.Command("dpkg-deb", "-I", deb, "conffiles").Output()
+		if err != nil || strings.TrimSpace(string(conff)) != "/etc/overlaybd/overlaybd.json" {
+			t.Errorf("conffiles %q %v", conff, err)
+		}
+		if v, _ := exec.Command("dpkg-deb", "-f", deb, "Version").Output(); strings.TrimSpace(string(v)) != "1.2.3" {
+			t.Errorf("version %q", v)
+		}
+	}
+
 	// Nothing built: a clear error.
 	cmd := exec.Command("sh", "../scripts/install.sh", "install")
 	cmd.Env = append(os.Environ(), "DESTDIR="+t.TempDir(), "BINSRC="+t.TempDir())

@@ -7,8 +7,10 @@
 #   $DESTDIR$UNITDIR/*.service                (UNITDIR defaults to /lib/systemd/system)
 #
 # usage: scripts/install.sh install|uninstall
+#        scripts/install.sh deb OUTDIR     (a Debian package of the same tree)
 # environment: DESTDIR, PREFIX, SYSCONFDIR (/etc/overlaybd), UNITDIR,
-#              BINSRC (directory holding the built binaries, default ./bin)
+#              BINSRC (directory holding the built binaries, default ./bin),
+#              VERSION (of the package, default from git describe)
 set -eu
 
 cmd=${1:-}
@@ -93,8 +95,47 @@ do_uninstall() {
 	fi
 }
 
+# do_deb stages the install tree and packs it with dpkg-deb; the
+# configuration is a conffile, so upgrades keep an operator's edits.
+do_deb() {
+	out=${1:-}
+	[ -n "$out" ] || die "usage: $0 deb OUTDIR"
+	command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb not found"
+	version=${VERSION:-$(git -C "$top" describe --tags --always 2>/dev/null || echo 0)}
+	case $version in [0-9]*) ;; *) version=0~$version ;; esac
+	arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+	stage=$(mktemp -d)
+	trap 'rm -rf "$stage"' EXIT
+	chmod 0755 "$stage"
+	DESTDIR=$stage
+	do_install
+	install -d -m 0755 "$stage/DEBIAN"
+	cat >"$stage/DEBIAN/control" <<CONTROL
+Package: overlaybd
+Version: $version
+Architecture: $arch
+Maintainer: overlaybd-go <overlaybd-go@users.noreply.github.com>
+Section: admin
+Priority: optional
+Description: overlaybd block-device images for containers
+ Daemons (overlaybd-tcmu, overlaybd-nbd) and tools that create, commit,
+ convert and serve overlaybd (DADI) images.
+CONTROL
+	echo "$SYSCONFDIR/overlaybd.json" >"$stage/DEBIAN/conffiles"
+	cat >"$stage/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+POSTINST
+	chmod 0755 "$stage/DEBIAN/postinst"
+	mkdir -p "$out"
+	dpkg-deb --root-owner-group --build "$stage" "$out/overlaybd_${version}_${arch}.deb" >&2
+	echo "$out/overlaybd_${version}_${arch}.deb"
+}
+
 case $cmd in
 install) do_install ;;
 uninstall) do_uninstall ;;
-*) die "usage: $0 install|uninstall (environment: DESTDIR PREFIX SYSCONFDIR UNITDIR BINSRC)" ;;
+deb) do_deb "${2:-}" ;;
+*) die "usage: $0 install|uninstall|deb OUTDIR (environment: DESTDIR PREFIX SYSCONFDIR UNITDIR BINSRC VERSION)" ;;
 esac
