@@ -129,7 +129,7 @@ if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 POSTINST
 	chmod 0755 "$stage/DEBIAN/postinst"
 	mkdir -p "$out"
-	dpkg-deb --root-owner-group --build "$stage" "$out/overlaybd_${version}_${arch}.deb" >&2
+	dpkg-deb --root-owner-group -Zgzip --build "$stage" "$out/overlaybd_${version}_${arch}.deb" >&2
 	echo "$out/overlaybd_${version}_${arch}.deb"
 }
 
