@@ -10,7 +10,8 @@ RACE_PKGS = $(shell $(GO) list ./core/... ./engines/... ./frontends/... ./caches
 TAG_PKGS = $(shell $(GO) list ./codecs/... ./core/zfile/... ./cmd/... 2>/dev/null)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all deps build test test-unit test-race test-tags vet fmt-check demo demo-check fuzz bench clean
+PHONY_EXTRA := install uninstall deb
+.PHONY: $(PHONY_EXTRA) all deps build test test-unit test-race test-tags vet fmt-check demo demo-check fuzz bench clean
 
 all: build
 
@@ -54,11 +55,25 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench.out
 
-demo: deps build
+demo: build
+	scripts/deps.sh demo
 	scripts/demo.sh
 
-demo-check: deps build
+demo-check: build
+	scripts/deps.sh demo
 	scripts/demo.sh --check
 
+# Installation (DESTDIR and PREFIX honoured): binaries in $(PREFIX)/bin, the default
+# overlaybd.json in /etc/overlaybd (never overwritten), systemd units.
+PREFIX ?= /opt/overlaybd
+install: build
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BINSRC=$(BIN) scripts/install.sh install
+
+uninstall:
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BINSRC=$(BIN) scripts/install.sh uninstall
+
+deb: build
+	BINSRC=$(BIN) scripts/install.sh deb $(CURDIR)/dist/out
+
 clean:
-	rm -rf $(BIN) bench.out
+	rm -rf $(BIN) bench.out dist/out
