@@ -95,12 +95,13 @@ func buildStatic(t *testing.T, dir string, pkgs ...string) {
 func boot(t *testing.T, shareDir, script string, timeout time.Duration) {
 	t.Helper()
 	root := repoRoot(t)
-	for _, f := range []string{"lib.sh", script} {
-		b, err := os.ReadFile(filepath.Join(root, "test/vm/guest", f))
+	scripts, _ := filepath.Glob(filepath.Join(root, "test/vm/guest", "*.sh"))
+	for _, f := range scripts {
+		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(shareDir, f), b, 0o755); err != nil {
+		if err := os.WriteFile(filepath.Join(shareDir, filepath.Base(f)), b, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -51,24 +51,24 @@ wwn_of() { printf 'naa.199%013d' "$1"; }
 attach() {
 	id=$1
 	dev=$CORE/$HBA/dev_$id
-	mkdir -p $dev || return 1
-	echo -n "dev_config=overlaybd/$2" >$dev/control || return 1
-	echo -n "max_data_area_mb=4" >$dev/control || return 1
+	mkdir -p $dev || { echo "attach $id: mkdir $dev" >&2; return 1; }
+	echo -n "dev_config=overlaybd/$2" >$dev/control || { echo "attach $id: dev_config" >&2; return 1; }
+	echo -n "max_data_area_mb=4" >$dev/control || { echo "attach $id: max_data_area_mb" >&2; return 1; }
 	if ! echo -n 1 >$dev/enable; then
 		rmdir $dev
 		return 2
 	fi
-	echo -n 2147483 >$dev/attrib/cmd_time_out || return 1
+	echo -n 2147483 >$dev/attrib/cmd_time_out || { echo "attach $id: cmd_time_out" >&2; return 1; }
 	wwn=$(wwn_of $id)
-	mkdir -p $LOOP/$wwn/tpgt_1/lun/lun_0 || return 1
-	echo -n $wwn >$LOOP/$wwn/tpgt_1/nexus || return 1
-	ln -s $dev $LOOP/$wwn/tpgt_1/lun/lun_0/dev_$id || return 1
+	mkdir -p $LOOP/$wwn/tpgt_1/lun/lun_0 || { echo "attach $id: mkdir $wwn" >&2; return 1; }
+	echo -n $wwn >$LOOP/$wwn/tpgt_1/nexus || { echo "attach $id: nexus" >&2; return 1; }
+	ln -s $dev $LOOP/$wwn/tpgt_1/lun/lun_0/dev_$id || { echo "attach $id: LUN link" >&2; return 1; }
 	addr=$(cat $LOOP/$wwn/tpgt_1/address)
 	blk=/sys/class/scsi_device/$addr:0/device/block
-	wait_for 10 ls -d $blk/sd* || return 1
+	wait_for 60 ls -d $blk/sd* || { echo "attach $id: no disk under $blk" >&2; return 1; }
 	sd=$(ls $blk | head -n 1)
 	echo 2147483 >/sys/block/$sd/device/timeout
-	wait_for 10 dd if=/dev/$sd of=/dev/null bs=512 count=1 || return 1
+	wait_for 60 dd if=/dev/$sd of=/dev/null bs=512 count=1 || { echo "attach $id: $sd not readable" >&2; return 1; }
 	echo $sd
 }
 
@@ -86,7 +86,31 @@ detach() {
 # zeros_only: succeed when standard input holds only zero bytes.
 zeros_only() { [ "$(tr -d '\000' | wc -c)" = 0 ]; }
 
-mkdir -p /opt/bin /etc/ssl/certs
-cp /mnt/bin/* /opt/bin/
-# The daemon's start-up checks want a CA bundle, as upstream's do.
-cp /mnt/ca.pem /etc/ssl/certs/ca-certificates.crt
+# dump: state for a post-mortem (processes, kernel stacks, the daemon's
+# goroutines) into the share.
+dump() {
+	{
+		echo "--- ps"
+		ps
+		for p in /proc/[0-9]*; do
+			[ -r $p/stack ] || continue
+			echo "--- $p $(cat $p/comm 2>/dev/null)"
+			cat $p/stack 2>/dev/null
+		done
+	} >/mnt/dump.txt 2>&1
+	dmesg >/mnt/dmesg.log 2>&1
+	[ -n "${DPID:-}" ] && kill -QUIT $DPID 2>/dev/null
+	echo "state dumped to dump.txt, dmesg.log, daemon.stderr"
+}
+
+# Scripts run by a guest script set LIB_NOINIT to get the functions alone.
+if [ -z "${LIB_NOINIT:-}" ]; then
+	# A watchdog dumps the state shortly before the harness gives up.
+	(sleep "${WATCHDOG:-200}" && echo "watchdog: the guest script is taking too long" && dump) &
+	WATCHDOG_PID=$!
+
+	mkdir -p /opt/bin /etc/ssl/certs
+	cp /mnt/bin/* /opt/bin/
+	# The daemon's start-up checks want a CA bundle, as upstream's do.
+	cp /mnt/ca.pem /etc/ssl/certs/ca-certificates.crt
+fi
