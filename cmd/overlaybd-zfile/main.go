@@ -3,9 +3,9 @@
 // verifies the per-block checksums of a ZFile, with upstream overlaybd's
 // arguments and exit codes:
 //
-//	overlaybd-zfile [-t] [-f] [--algorithm lz4|zstd] [--bs KB] [--verbose] source_file [target_file]
-//	overlaybd-zfile -x [-t] [-f] source_file target_file
-//	overlaybd-zfile --verify source_file
+//	overlaybd-zfile [-t] [-f] [--algorithm lz4|zstd] [--bs KB] [--service_config_path F] [--verbose] source_file [target_file]
+//	overlaybd-zfile -x [-t] [-f] [--service_config_path F] source_file target_file
+//	overlaybd-zfile --verify [--service_config_path F] source_file
 //
 // Differences from upstream, all fixes: an unknown --algorithm is an error
 // (upstream silently uses LZ4); reading standard input never produces short
@@ -13,6 +13,9 @@
 // could not read fails the compression and the partial output is removed;
 // extraction reads files whose blocks upstream cannot read; messages go to
 // standard error.
+//
+// Addition to upstream: --service_config_path reads overlaybd.json for its
+// codecPlugins, which then serve lz4/zstd here as in the daemons.
 package main
 
 import (
@@ -33,9 +36,11 @@ import (
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
 // Exit codes of upstream's tools (CLI11 for argument errors).
@@ -81,12 +86,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 	bs := fs.Int("bs", 4, "block size in KiB: 4, 8, 16, 32 or 64")
 	workers := fs.Int("workers", 0, "compression/decompression goroutines (0: up to 4); the output does not depend on it")
 	verbose := fs.Bool("verbose", false, "debug logging")
+	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist); an addition to upstream's flags")
 	help := fs.BoolP("help", "h", false, "print this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage:
-  overlaybd-zfile [-t] [-f] [--algorithm lz4|zstd] [--bs KB] [--verbose] source_file [target_file]
-  overlaybd-zfile -x [-t] [-f] source_file target_file
-  overlaybd-zfile --verify source_file
+  overlaybd-zfile [-t] [-f] [--algorithm lz4|zstd] [--bs KB] [--service_config_path F] [--verbose] source_file [target_file]
+  overlaybd-zfile -x [-t] [-f] [--service_config_path F] source_file target_file
+  overlaybd-zfile --verify [--service_config_path F] source_file
 
 Compresses source_file into the ZFile target_file (LZ4 or zstd blocks with
 CRC32C, header not rewritten, as upstream's tool). Without target_file the
@@ -97,6 +103,9 @@ Fixes over upstream: an unknown --algorithm is an error (upstream used LZ4);
 standard input never yields short blocks mid-file; a 64 KiB block that
 upstream's reader could not read fails compression and removes the partial
 output; extraction reads such blocks. Messages go to standard error.
+
+Addition to upstream: --service_config_path names the overlaybd.json whose
+codecPlugins serve lz4/zstd here as in the daemons (docs/plugins.md).
 
 Options:
 `)
@@ -139,6 +148,12 @@ Options:
 	if len(pos) == 2 {
 		dst = pos[1]
 	}
+	_, host, err := plugins.LoadForTool(ctx, *svc, plugins.WithLogger(t.log))
+	if err != nil {
+		fmt.Fprintf(stderr, "overlaybd-zfile: %v\n", err)
+		return exitFailure
+	}
+	defer host.CloseLogging(t.log)
 	switch {
 	case *verify:
 		return t.verify(src)
