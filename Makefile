@@ -7,10 +7,10 @@ CMDS := $(notdir $(wildcard cmd/*))
 # Packages with concurrency, run again under the race detector.
 RACE_PKGS = $(shell $(GO) list ./core/... ./engines/... ./frontends/... ./caches/... ./plugins/... ./conformance/... 2>/dev/null)
 # Packages with build-tagged flavours (cgo codecs, ISA-L), tested again with the tags.
-TAG_PKGS = $(shell $(GO) list ./codecs/... ./core/zfile/... ./cmd/... 2>/dev/null)
+TAG_PKGS = $(shell $(GO) list ./codecs/... ./core/zfile/... ./core/envelope/... ./cmd/... 2>/dev/null)
 TEST_TIMEOUT ?= 30m
 
-PHONY_EXTRA := install uninstall deb
+PHONY_EXTRA := install uninstall deb test-vm bench-engines bench-nbd bench-remote test-long
 .PHONY: $(PHONY_EXTRA) all deps build test test-unit test-race test-tags vet fmt-check demo demo-check fuzz bench clean
 
 all: build
@@ -31,11 +31,14 @@ fmt-check:
 	if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
 
 # The whole suite: unit, property, golden vectors, fuzz seeds, real NBD clients,
-# in-process registries, the race detector, the tagged flavours.
-test: deps build vet fmt-check test-unit test-race test-tags
+# in-process registries, the quick conformance matrix, the race detector, the
+# tagged flavours, and the kernel tier in a qemu VM.
+test: deps build vet fmt-check test-unit test-race test-tags test-vm
 
+# OVERLAYBD_REQUIRE_TOOLS=1: a missing NBD client or ext4 tool fails the tests
+# instead of skipping them.
 test-unit:
-	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+	OVERLAYBD_REQUIRE_TOOLS=1 $(GO) test -timeout $(TEST_TIMEOUT) ./...
 
 test-race:
 	$(GO) test -race -short -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
@@ -43,17 +46,38 @@ test-race:
 test-tags:
 	$(GO) test -tags cgo_codecs,isal -timeout $(TEST_TIMEOUT) $(TAG_PKGS)
 
+# Kernel-level tests (TCMU + tcm_loop, nbd.ko, ext4) in a qemu VM booting
+# Debian's kernel; the harness installs and caches what it needs. Needs root.
+test-vm:
+	OVERLAYBD_REQUIRE_TOOLS=1 $(GO) test -tags vm -count=1 -timeout 20m ./test/vm/
+	OVERLAYBD_REQUIRE_TOOLS=1 $(GO) test -tags vm -count=1 -timeout 10m -run Kernel ./cmd/overlaybd-nbd/
+
 # Long runs, never part of `make test`.
 FUZZTIME ?= 60s
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
 	  done; \
 	done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench.out
+
+# Benchmarks against external peers (docs/BENCHMARKS.md).
+bench-engines: deps
+	REPS=5 RUNTIME=3 bench/engines/run.sh
+
+bench-nbd: deps build
+	ROUNDS=3 bench/nbd-fio.sh 256 5
+
+bench-remote:
+	$(GO) test -run '^$$' -bench 'ColdRandom4K|ColdSequential' -benchtime 48x ./core/remote
+	$(GO) test -run '^$$' -bench 'FetchAmplification|Download' -benchtime 300x ./core/remote
+
+# Long property runs of the LSMT layers and the conformance suite.
+test-long:
+	OVERLAYBD_LONG=1 $(GO) test -timeout 60m ./core/lsmt/ ./conformance/...
 
 demo: build
 	scripts/deps.sh demo

@@ -13,10 +13,9 @@ want=(
 	libnbd-bin qemu-utils nbdkit fio fuse3
 	# ext4 tools for image tests
 	e2fsprogs
-	# the VM tier: qemu, an initramfs built from busybox, kernel modules
-	qemu-system-x86 busybox-static cpio kmod xz-utils
-	# Debian's registry for out-of-process registry tests
-	docker-registry
+	# the VM tier: qemu, an initramfs built from busybox, kernel modules, and
+	# the kernel NBD client copied into the guest
+	qemu-system-x86 busybox-static cpio kmod xz-utils nbd-client
 )
 if [ "${1:-}" = demo ]; then
 	want=(e2fsprogs libnbd-bin qemu-utils fuse3)
