@@ -3,7 +3,7 @@
 //
 //	overlaybd-commit [-m MSG] [--uuid UUID] [-p|--parent-uuid UUID]
 //	                 [-z [--algorithm lz4|zstd] [--bs KB] [-t] [--compress_threads N]]
-//	                 [-f] [--seal] [--commit_sealed] [--verbose]
+//	                 [-f] [--seal] [--commit_sealed] [--service_config_path F] [--verbose]
 //	                 data_file [index_file] [commit_file]
 //
 // The default mode commits the writable layer data_file+index_file into
@@ -11,9 +11,13 @@
 // compacts the sealed layer data_file into the second positional. -z
 // compresses the output as a ZFile (-t wraps it in overlaybd's tar
 // envelope). --turboOCI and --upload are not supported yet.
+// --service_config_path, an addition to upstream's flags, reads
+// overlaybd.json for its codecPlugins, which then serve lz4/zstd here as in
+// the daemons.
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,10 +27,12 @@ import (
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/plugins"
 	"github.com/spf13/pflag"
 )
 
@@ -55,6 +61,9 @@ valid UUIDs (upstream silently stores the null UUID for an invalid one, and
 overflows a buffer for one longer than 36 characters); the warning about
 --bs/--algorithm without -z appears only when one of them was given.
 
+Addition to upstream: --service_config_path names the overlaybd.json whose
+codecPlugins serve lz4/zstd here as in the daemons (docs/plugins.md).
+
 Every flag may be spelled with "_" or "-" (--commit_sealed, --commit-sealed).
 
 Options:
@@ -65,7 +74,7 @@ type options struct {
 	bs, threads                   int
 	z, tar, force, turbo, fastoci bool
 	seal, commitSealed, verbose   bool
-	upload                        string
+	upload, serviceConfig         string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -94,6 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.String("cred_file_path", "", "registry credentials (with --upload)")
 	fs.String("tls_key_path", "", "TLS key (with --upload)")
 	fs.String("tls_cert_path", "", "TLS certificate (with --upload)")
+	fs.StringVar(&o.serviceConfig, "service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist); an addition to upstream's flags")
 	fs.BoolVar(&o.verbose, "verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err, stderr)
@@ -164,6 +174,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		copts.Parent = &u
 	}
 
+	_, host, err := plugins.LoadForTool(context.Background(), o.serviceConfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "overlaybd-commit: %v\n", err)
+		return exitFailure
+	}
+	defer host.CloseLogging(nil)
+
 	if o.seal {
 		if len(pos) < 2 {
 			fmt.Fprintln(stderr, "index_file is required with --seal\nRun with --help for more information.")
@@ -180,7 +197,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Commit(io.Writer, lsmt.CommitOptions) error
 		Close() error
 	}
-	var err error
 	if o.commitSealed {
 		if len(pos) < 2 {
 			fmt.Fprintln(stderr, "commit_file (the second positional with --commit_sealed) is required\nRun with --help for more information.")
