@@ -4,10 +4,14 @@
 // index record count and extent statistics; wrappers nest the description
 // of what they wrap. As text, or as JSON with --json:
 //
-//	overlaybd-info [--json] FILE
+//	overlaybd-info [--json] [--service_config_path F] FILE
+//
+// --service_config_path reads overlaybd.json for its codecPlugins, which then
+// decode ZFile blocks here as in the daemons.
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,9 +23,11 @@ import (
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
 // Exit codes, as the project's other tools (upstream's CLI11 codes).
@@ -33,7 +39,7 @@ const (
 	exitFailure    = 255
 )
 
-const usage = `Usage: overlaybd-info [--json] FILE
+const usage = `Usage: overlaybd-info [--json] [--service_config_path F] FILE
 
 Describe an overlaybd file: an LSMT writable data or index file, a committed
 or sealed layer, a ZFile, overlaybd's tar envelope, or anything else (raw).
@@ -72,7 +78,8 @@ JSON keys (--json):
   inner         the description of what a tar envelope or ZFile holds
 
 Exit status: 0 success, 105 invalid option, 106 no FILE, 109 extra
-arguments, 255 the file cannot be read or is corrupt.
+arguments, 255 the file cannot be read or is corrupt, or the service
+configuration cannot be loaded or its codec plugins cannot start.
 
 Options:
 `
@@ -87,6 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	})
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	asJSON := fs.Bool("json", false, "print JSON (keys above) instead of text")
+	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitOK
@@ -104,6 +112,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "overlaybd-info: one FILE expected, got %d arguments\n", fs.NArg())
 		return exitExtras
 	}
+	_, host, err := plugins.LoadForTool(context.Background(), *svc)
+	if err != nil {
+		fmt.Fprintf(stderr, "overlaybd-info: %v\n", err)
+		return exitFailure
+	}
+	defer host.CloseLogging(nil)
 	info, err := describe(fs.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "overlaybd-info: %v\n", err)

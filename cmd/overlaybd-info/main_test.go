@@ -153,6 +153,9 @@ func TestInfoErrors(t *testing.T) {
 	os.WriteFile(badIndex, idx, 0o644)
 	short := filepath.Join(dir, "short")
 	os.WriteFile(short, b[:1000], 0o644)
+	badPlugin := filepath.Join(dir, "overlaybd.json")
+	os.WriteFile(badPlugin, []byte(`{"codecPlugins": [{"path": "no-such-plugin", "algorithms": ["lz4"]}]}`), 0o644)
+	vector := testvectors.Path(t, "lsmt/rw-log.lz4-bs4.zcommit")
 
 	cases := []struct {
 		args []string
@@ -165,6 +168,8 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{filepath.Join(dir, "missing")}, exitFailure, "missing"},
 		{[]string{trunc}, exitFailure, "corrupt"},
 		{[]string{short}, exitFailure, "shorter than its header"},
+		{[]string{"--service_config_path", badPlugin, vector}, exitFailure, filepath.Join(dir, "no-such-plugin")},
+		{[]string{"--service-config-path", filepath.Join(dir, "absent.json"), vector}, exitFailure, "absent.json"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer
