@@ -5,7 +5,8 @@
 //
 //	overlaybd-import [-z [--algorithm lz4|zstd] [--bs KB] [-t]] [-f] [-m MSG]
 //	                 [--uuid UUID] [-p|--parent-uuid UUID]
-//	                 [--zero-block-size BYTES] [--vsize BYTES] [--verbose]
+//	                 [--zero-block-size BYTES] [--vsize BYTES]
+//	                 [--service_config_path F] [--verbose]
 //	                 raw_file commit_file
 //
 // The output is what `overlaybd-commit` writes for a writable layer holding
@@ -14,6 +15,9 @@
 // lower of any image config, e.g. {"lowers":[{"file":"commit_file"}]}, or
 // the base of a writable layer made with overlaybd-create. Upstream has no
 // such tool; it stands in for `overlaybd-apply --raw`-style imports.
+//
+// --service_config_path reads overlaybd.json for its codecPlugins, which then
+// compress the ZFile here as in the daemons.
 //
 // Exit status: 0 on success, 2 on a usage error, 1 when the import fails
 // (the partial output is removed).
@@ -33,10 +37,12 @@ import (
 	"github.com/spf13/pflag"
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
+	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
+	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
 const (
@@ -74,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	parent := fs.StringP("parent-uuid", "p", "", "parent UUID stored in the layer")
 	zbs := fs.Int("zero-block-size", 4096, "granularity in bytes at which zero data is left out (a multiple of 512)")
 	vsize := fs.Int64("vsize", 0, "virtual size in bytes (default: the raw image's size rounded up to 512)")
+	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist)")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -127,6 +134,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else if *tarred {
 		log.Info("-t without -z: the tar envelope wraps the plain layer")
 	}
+
+	_, host, err := plugins.LoadForTool(ctx, *svc, plugins.WithLogger(log))
+	if err != nil {
+		fmt.Fprintf(stderr, "overlaybd-import: %v\n", err)
+		return exitFailure
+	}
+	defer host.CloseLogging(log)
 
 	rawPath, outPath := fs.Arg(0), fs.Arg(1)
 	src, err := os.Open(rawPath)
