@@ -30,6 +30,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	_ "github.com/overlaybd-go/overlaybd/engines/all"
+	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
 // Exit codes, as the project's other tools (upstream's CLI11 codes).
@@ -70,7 +71,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer)
 	})
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	var o options
-	fs.StringVar(&o.serviceConfig, "service-config-path", "", "global configuration (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist)")
+	fs.StringVar(&o.serviceConfig, "service-config-path", "", "global configuration (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist); its codecPlugins serve lz4/zstd")
 	fs.StringVarP(&o.output, "output", "o", "", "write the disk to this file (created or truncated, sparse) instead of standard output")
 	fs.StringVar(&o.config, "config", "", "image configuration (config.v1.json) to read instead of LAYERs")
 	fs.StringVar(&o.upperData, "upper-data", "", "data file of a writable layer on top of the LAYERs")
@@ -102,6 +103,11 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer)
 	if err != nil {
 		return fail(exitFailure, "%v", err)
 	}
+	host, err := plugins.LoadGlobal(ctx, global, plugins.WithLogger(log))
+	if err != nil {
+		return fail(exitFailure, "start codec plugins: %v", err)
+	}
+	defer host.CloseLogging(log)
 	inputs := append([]string{o.config, o.upperData, o.upperIndex}, layers...)
 	var view core.File
 	var closeView func() error

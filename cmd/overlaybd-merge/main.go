@@ -12,6 +12,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/plugins"
 	"github.com/spf13/pflag"
 )
 
@@ -64,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	compress := fs.Bool("compress", true, "write a ZFile (LZ4, 4 KiB blocks, CRCs); --compress=false writes a plain layer")
 	tar := fs.BoolP("tar", "t", false, "wrap the output in overlaybd's tar envelope")
-	svc := fs.String("service_config_path", "", "service configuration (default "+config.DefaultGlobalPath+"; an explicit path must exist)")
+	svc := fs.String("service_config_path", "", "service configuration (default "+config.DefaultGlobalPath+"; an explicit path must exist); its codecPlugins serve lz4/zstd")
 	upload := fs.String("upload", "", "registry upload URL (not supported yet)")
 	fs.Int("upload_bs", 262144, "upload chunk size in KiB (with --upload)")
 	fs.String("cred_file_path", "", "registry credentials (with --upload)")
@@ -107,6 +109,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "failed to create image file: %v\n", err)
 		return exitFailure
 	}
+	host, err := plugins.LoadGlobal(context.Background(), g)
+	if err != nil {
+		fmt.Fprintf(stderr, "failed to start codec plugins: %v\n", err)
+		return exitFailure
+	}
+	defer host.CloseLogging(nil)
 	img, err := config.LoadImage(pos[0], g)
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to create image file: %v\n", err)
