@@ -47,6 +47,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/remote"
 	_ "github.com/overlaybd-go/overlaybd/engines/all"
 	"github.com/overlaybd-go/overlaybd/frontends/nbd"
+	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
 const (
@@ -240,7 +241,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath+" if it exists, else built-in defaults")
+	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath+" if it exists, else built-in defaults; its codecPlugins serve lz4/zstd")
 	unixPath := fs.String("unix", "", "listen on this unix socket")
 	tcp := fs.String("tcp", "", "listen on HOST[:PORT] (port 10809 by default; IPv6 as [ADDR] or [ADDR]:PORT)")
 	readOnly := fs.Bool("read-only", false, "serve every export read-only, ignoring upper layers")
@@ -282,6 +283,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	if err := global.Validate(); err != nil {
 		return fail("service config: %v", err)
 	}
+	// The codec plugins outlive every image: the deferred Close runs after
+	// closeAll on every return path, the graceful shutdown included.
+	host, err := plugins.LoadGlobal(ctx, global, plugins.WithLogger(log))
+	if err != nil {
+		return fail("start codec plugins: %v", err)
+	}
+	defer host.CloseLogging(log)
 
 	// Load every configuration before opening anything, to refuse shared
 	// uppers before touching them.

@@ -399,6 +399,7 @@ func TestUsageErrors(t *testing.T) {
 	rw1 := writeJSON(t, filepath.Join(dir, "rw1.json"), map[string]any{"lowers": []any{map[string]any{"file": a}}, "upper": map[string]any{"data": data, "index": index}})
 	rw2 := writeJSON(t, filepath.Join(dir, "rw2.json"), map[string]any{"lowers": []any{map[string]any{"file": a}}, "upper": map[string]any{"data": data, "index": index}})
 	sock := filepath.Join(dir, "s.sock")
+	badPlugin := writeJSON(t, filepath.Join(dir, "overlaybd.json"), map[string]any{"codecPlugins": []any{map[string]any{"path": "no-such-plugin", "algorithms": []string{"lz4"}}}})
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -414,6 +415,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--tcp", "127.0.0.1:99999", ro}, exitUsage, "bad port"},
 		{[]string{"--unix", sock, filepath.Join(dir, "missing.json")}, exitFailure, "missing.json"},
 		{[]string{"--unix", sock, "--service-config-path", filepath.Join(dir, "nope.json"), ro}, exitFailure, "service config"},
+		{[]string{"--unix", sock, "--service_config_path", badPlugin, ro}, exitFailure, "start codec plugins: codecPlugins[0]: codec plugin " + filepath.Join(dir, "no-such-plugin")},
 		{[]string{"--bogus"}, exitUsage, "unknown flag"},
 	} {
 		var log syncBuffer
