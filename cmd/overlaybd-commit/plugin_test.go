@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -33,4 +35,39 @@ func TestBadServiceConfig(t *testing.T) {
 			t.Errorf("%s: output exists after a failed start: %v", c.svc, err)
 		}
 	}
+}
+
+// TestCommitZstdPlugin commits the rw-log vector with zstd served by the
+// zstd-cgo example plugin (libzstd, as upstream): the output is the
+// vector's ZFile byte for byte, and the plugin's own counters show that it
+// compressed the blocks.
+func TestCommitZstdPlugin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a plugin binary")
+	}
+	dir := t.TempDir()
+	pdir := filepath.Join(dir, "plugins")
+	if err := os.Mkdir(pdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(pdir, "zstd-cgo")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/overlaybd-go/overlaybd/plugins/examples/zstd-cgo").CombinedOutput(); err != nil {
+		t.Fatalf("go build zstd-cgo: %v\n%s", err, out)
+	}
+	cfg, _ := json.Marshal(map[string]any{"codecPlugins": []map[string]any{{"path": bin, "algorithms": []string{"zstd"}}}})
+	svc := filepath.Join(dir, "overlaybd.json")
+	if err := os.WriteFile(svc, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--service_config_path", svc, "--verbose", "-z", "--algorithm", "zstd", "--bs", "4"}, rwlogArgs...)
+	args = append(args, vec(t, "lsmt/rw-log.data"), vec(t, "lsmt/rw-log.index"), "OUT")
+	code, out, errOut := tool(t, dir, args...)
+	if code != 0 || out != success {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	m := regexp.MustCompile(`msg="codec plugin stats" .*zstd\.compressed=(\d+) `).FindStringSubmatch(errOut)
+	if m == nil || m[1] == "0" {
+		t.Fatalf("the plugin compressed no block:\n%s", errOut)
+	}
+	sameFileBytes(t, filepath.Join(dir, "OUT"), vec(t, "lsmt/rw-log.zstd-bs4.zcommit"))
 }
