@@ -42,8 +42,11 @@ import (
 	_ "github.com/overlaybd-go/overlaybd/caches/all"
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/audit"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/image"
+	"github.com/overlaybd-go/overlaybd/core/logging"
+	"github.com/overlaybd-go/overlaybd/core/metrics"
 	"github.com/overlaybd-go/overlaybd/core/remote"
 	_ "github.com/overlaybd-go/overlaybd/engines/all"
 	"github.com/overlaybd-go/overlaybd/frontends/nbd"
@@ -283,6 +286,34 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	if err := global.Validate(); err != nil {
 		return fail("service config: %v", err)
 	}
+	// Logs, audit and metrics follow overlaybd.json, with one difference
+	// from the daemon: overlaybd-nbd runs in the foreground, so it writes a
+	// log file and the audit log only when logConfig.logPath names a file
+	// (the legacy top-level keys, whose defaults name files under /var/log,
+	// leave the log on stderr and the audit log off).
+	logSettings := global.EffectiveLog()
+	daemonLogs := !logSettings.Legacy && logSettings.Path != ""
+	if !daemonLogs {
+		logSettings.Path = ""
+	}
+	log, logFile, err := logging.New(logSettings, logging.Options{Stderr: stderr, Debug: *verbose})
+	if err != nil {
+		return fail("log: %v", err)
+	}
+	defer logFile.Close()
+	var auditLog *audit.Log
+	if daemonLogs {
+		if auditLog, err = audit.Open(global); err != nil {
+			log.Warn("audit log disabled", "err", err)
+		}
+		defer auditLog.Close()
+	}
+	exporter, err := metrics.Start(ctx, global, log)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer exporter.Close()
+	m := exporter.Metrics()
 	// The codec plugins outlive every image: the deferred Close runs after
 	// closeAll on every return path, the graceful shutdown included.
 	host, err := plugins.LoadGlobal(ctx, global, plugins.WithLogger(log))
@@ -359,6 +390,23 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 			closeAll()
 			return fail("registry cache: %v", err)
 		}
+		if cache != nil {
+			if err := m.AddCache(global.EffectiveCache().Type, cache); err != nil {
+				log.Warn("cache metrics", "err", err)
+			}
+			var obs []metrics.SourceReadObserver
+			if auditLog != nil {
+				obs = append(obs, auditLog)
+			}
+			cache = metrics.InstrumentCache(cache, m, obs...)
+		}
+		rc := client
+		if err := m.AddRegistry(global.RegistryFsVersion, func() metrics.RegistryCounts {
+			s := rc.Stats()
+			return metrics.RegistryCounts{Requests: s.Requests, Retries: s.Retries, Bytes: s.Bytes}
+		}); err != nil {
+			log.Warn("registry metrics", "err", err)
+		}
 	}
 	var nexports []nbd.Export
 	for i, e := range exports {
@@ -377,7 +425,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		nexports = append(nexports, nbd.Export{
 			Name:        e.name,
 			Description: "overlaybd image " + filepath.Base(e.config),
-			File:        img,
+			File:        m.WrapFile(e.name, img),
 			ReadOnly:    !img.Writable(),
 			Alignment:   core.SectorSize,
 			FastReads:   !anyRemote(img),
