@@ -2,7 +2,6 @@ package kinds
 
 import (
 	"bytes"
-	"os"
 	"testing"
 
 	"github.com/overlaybd-go/overlaybd/conformance"
@@ -52,25 +51,19 @@ func TestLSMTWritableConformance(t *testing.T) {
 	t.Run("sparse", func(t *testing.T) {
 		runWritable(t, LSMTWritable{Sparse: true}, conformance.WritableOptions{MaxLayers: -1, Cell: "lsmt/sparse (single layer)"}, false)
 	})
-	// Over read-only layers, a sparse layer only keeps requests of whole
-	// filesystem blocks exact across a reopen (see
-	// TestLSMTSparsePartialBlockOverLower), so the stacked run uses 4 KiB
-	// requests.
+	// Over read-only layers, sparse layers take 512-byte requests too:
+	// partly written filesystem blocks keep the lower's data across a
+	// reopen (TestLSMTSparsePartialBlockOverLower).
 	t.Run("sparse-stacked", func(t *testing.T) {
-		runWritable(t, LSMTWritable{Sparse: true}, conformance.WritableOptions{Granularity: 4096, Cell: "lsmt/sparse (stacked, 4 KiB requests)"}, true)
+		runWritable(t, LSMTWritable{Sparse: true}, conformance.WritableOptions{Cell: "lsmt/sparse (stacked)"}, true)
 	})
 }
 
-// TestLSMTSparsePartialBlockOverLower shows a limitation the sparse layer
-// shares with upstream (FORMAT-LSMT §4.4): after a reopen, a sparse layer
-// rebuilds its index from the file's allocation, which is
-// filesystem-block granular, so the unwritten sectors of a partly written
-// block read as zeros and hide the layer beneath. It is skipped until the
-// layer records its written ranges; OVERLAYBD_KNOWN_ISSUES=1 runs it.
+// TestLSMTSparsePartialBlockOverLower checks that a sparse layer over a
+// lower keeps the lower's data in the unwritten sectors of a partly written
+// filesystem block across a reopen (the allocation of the data file is
+// block granular, FORMAT-LSMT §4.4).
 func TestLSMTSparsePartialBlockOverLower(t *testing.T) {
-	if os.Getenv("OVERLAYBD_KNOWN_ISSUES") != "1" {
-		t.Skip("known issue of sparse layers over lowers (sub-block writes lose the lower's data on reopen); set OVERLAYBD_KNOWN_ISSUES=1 to run")
-	}
 	dir := t.TempDir()
 	dev, err := LSMTWritable{Sparse: true}.Create(dir, 1<<20)
 	if err != nil {
