@@ -1,0 +1,179 @@
+package matrix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/overlaybd-go/overlaybd/conformance"
+	"github.com/overlaybd-go/overlaybd/conformance/nbdclient"
+	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/frontends/nbd"
+)
+
+var socketSeq atomic.Uint64
+
+// nbdExport serves one file with frontends/nbd on a unix socket and holds
+// a client connected to it.
+type nbdExport struct {
+	srv    *nbd.Server
+	ln     net.Listener
+	client *nbdclient.Client
+	served chan error
+}
+
+func exportNBD(f core.File, readOnly bool, dir string) (*nbdExport, error) {
+	srv, err := nbd.NewServer([]nbd.Export{{File: f, ReadOnly: readOnly}},
+		nbd.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, fmt.Errorf("nbd server: %w", err)
+	}
+	sock := filepath.Join(dir, fmt.Sprintf("nbd-%d.sock", socketSeq.Add(1)))
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	e := &nbdExport{srv: srv, ln: ln, served: make(chan error, 1)}
+	go func() { e.served <- srv.Serve(ln) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := nbdclient.Dial(ctx, "unix", sock, "")
+	if err != nil {
+		e.stop()
+		return nil, err
+	}
+	e.client = c
+	return e, nil
+}
+
+// stop disconnects the client, shuts the server down and waits for it.
+func (e *nbdExport) stop() error {
+	var err error
+	if e.client != nil {
+		err = e.client.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = errors.Join(err, e.srv.Shutdown(ctx))
+	if serr := <-e.served; serr != nil && !errors.Is(serr, nbd.ErrServerClosed) && !errors.Is(serr, net.ErrClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// nbdReadOnly serves the files of a read-only kind through NBD.
+type nbdReadOnly struct {
+	conformance.ReadOnlyKind
+}
+
+func (k nbdReadOnly) Build(dir string, m *conformance.Model) (core.File, error) {
+	f, err := k.ReadOnlyKind.Build(dir, m)
+	if err != nil {
+		return nil, err
+	}
+	e, err := exportNBD(f, true, dir)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &nbdFile{Client: e.client, export: e, inner: f}, nil
+}
+
+// nbdFile is the client side of an export whose Close also stops the
+// server and closes the exported file.
+type nbdFile struct {
+	*nbdclient.Client
+	export *nbdExport
+	inner  core.File
+}
+
+func (f *nbdFile) Close() error { return errors.Join(f.export.stop(), f.inner.Close()) }
+
+// nbdWritable serves the devices of a writable kind through NBD.
+type nbdWritable struct {
+	conformance.WritableKind
+}
+
+func (k nbdWritable) Create(dir string, vsize int64) (conformance.Device, error) {
+	d, err := k.WritableKind.Create(dir, vsize)
+	if err != nil {
+		return nil, err
+	}
+	nd := &nbdDevice{inner: d, dir: dir}
+	if err := nd.export(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return nd, nil
+}
+
+// nbdDevice is a device whose view the scenario reaches through NBD; the
+// device-wide operations stop the export, run on the device and export it
+// again.
+type nbdDevice struct {
+	inner conformance.Device
+	dir   string
+	e     *nbdExport
+}
+
+var (
+	_ conformance.Committer = (*nbdDevice)(nil)
+	_ conformance.Sealer    = (*nbdDevice)(nil)
+	_ conformance.Flattener = (*nbdDevice)(nil)
+)
+
+func (d *nbdDevice) export() error {
+	e, err := exportNBD(d.inner.File(), false, d.dir)
+	if err != nil {
+		return err
+	}
+	d.e = e
+	return nil
+}
+
+func (d *nbdDevice) around(op func() error) error {
+	if err := d.e.stop(); err != nil {
+		return fmt.Errorf("stop nbd export: %w", err)
+	}
+	if err := op(); err != nil {
+		return err
+	}
+	return d.export()
+}
+
+func (d *nbdDevice) File() core.File { return d.e.client }
+
+func (d *nbdDevice) Reopen() error { return d.around(d.inner.Reopen) }
+
+func (d *nbdDevice) Commit() error {
+	c, ok := d.inner.(conformance.Committer)
+	if !ok {
+		return fmt.Errorf("commit: %w", core.ErrUnsupported)
+	}
+	return d.around(c.Commit)
+}
+
+func (d *nbdDevice) Seal() error {
+	s, ok := d.inner.(conformance.Sealer)
+	if !ok {
+		return fmt.Errorf("seal: %w", core.ErrUnsupported)
+	}
+	return d.around(s.Seal)
+}
+
+func (d *nbdDevice) Flatten(dir string) (core.File, error) {
+	f, ok := d.inner.(conformance.Flattener)
+	if !ok {
+		return nil, fmt.Errorf("flatten: %w", core.ErrUnsupported)
+	}
+	return f.Flatten(dir)
+}
+
+func (d *nbdDevice) Close() error { return errors.Join(d.e.stop(), d.inner.Close()) }
