@@ -73,6 +73,7 @@ type Result struct {
 	// implementations served the IO.
 	Engine *core.EngineStats `json:"engine_stats,omitempty"`
 	Codec  *CodecCounts      `json:"codec_stats,omitempty"`
+	Cache  *core.CacheStats  `json:"cache_stats,omitempty"`
 }
 
 // Filter selects cells: an empty field selects every value.
@@ -136,14 +137,14 @@ func (o Options) Declared(c Cell) (Status, string) {
 		return Impossible, "block CRCs are a ZFile feature; an uncompressed layer has none to turn off (the crc column is the only one of the pair)"
 	case c.Frontend == "tcmu":
 		return NotRun, "TCMU needs the target_core_user kernel module and configfs: it runs in the VM tier (frontends/tcmu tests), not here"
-	case c.Cache != "local":
-		return NotRun, "remote sources through core/remote and the caches are not wired into this runner yet (caches/* and core/remote have their own tests)"
+	case c.Cache != "local" && c.Engine != "psync":
+		return Impossible, "caches do their own file IO (core.CacheConfig has no IO engine): the engine column applies to local layer files only, so remote cells run once, in the psync row"
+	case c.Cache != "local" && c.Upper != "none":
+		return NotRun, "remote lowers beneath a writable upper are not wired yet (the writable scenario stacks its own local commits)"
 	case strings.HasSuffix(c.Codec, "-native") && !registered(c.Codec):
 		return Impossible, "the cgo codec flavour " + c.Codec + " exists only in builds with -tags cgo_codecs"
 	case c.Upper != "none" && (c.Codec != "none" || c.Envelope != "plain"):
 		return NotRun, "under a writable upper the scenario stacks its own uncompressed commits and seals; compressed or tar-wrapped lowers beneath an upper are not wired yet"
-	case c.Upper != "none" && c.Layer == "sealed":
-		return Impossible, "a writable upper's scenario commits and seals its own lowers at random: the committed row covers both, a separate sealed row would repeat it"
 	}
 	if algo, ok := strings.CutSuffix(c.Codec, "-plugin"); ok && o.PluginBins[algo] == "" {
 		return NotRun, "no " + algo + " codec plugin binary was given (--plugin-" + algo + ", built from plugins/examples/" + algo + "-cgo)"
@@ -268,6 +269,12 @@ func runCell(c Cell, opts Options, r *Result) error {
 			reads = 200
 		}
 		kind = namedReadOnly{ro, name}
+		if c.Cache != "local" {
+			rec := &recordingEngine{Engine: eng}
+			ro.Engine = rec
+			r.Cache = &core.CacheStats{}
+			kind = remoteReadOnly{inner: ro, rec: rec, cache: strings.TrimPrefix(c.Cache, "remote-"), name: name, stats: r.Cache}
+		}
 		if c.Frontend == "nbd" {
 			kind = nbdReadOnly{kind}
 		}
@@ -279,7 +286,7 @@ func runCell(c Cell, opts Options, r *Result) error {
 		if opts.Quick {
 			ops = 600
 		}
-		var w conformance.WritableKind = kinds.LSMTWritable{Sparse: c.Upper == "sparse", Engine: eng}
+		var w conformance.WritableKind = layerWritable{kinds.LSMTWritable{Sparse: c.Upper == "sparse", Engine: eng}, c.Layer == "sealed"}
 		if c.Frontend == "nbd" {
 			w = nbdWritable{w}
 		}
@@ -289,7 +296,14 @@ func runCell(c Cell, opts Options, r *Result) error {
 	}
 	st := eng.Stats()
 	r.Engine = &st
-	if st.Reads == 0 || st.Writes == 0 {
+	if r.Cache != nil {
+		if cs := *r.Cache; cs.Misses == 0 || cs.FetchedBytes == 0 {
+			return fmt.Errorf("cell %s: cache %s did not serve the IO (counters %+v)", name, c.Cache, cs)
+		}
+	} else if st.Reads == 0 {
+		return fmt.Errorf("cell %s: engine %s did not serve the reads (counters %+v)", name, c.Engine, st)
+	}
+	if st.Writes == 0 {
 		return fmt.Errorf("cell %s: engine %s did not serve the IO (counters %+v)", name, c.Engine, st)
 	}
 	if counts != nil {
