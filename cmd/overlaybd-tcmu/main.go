@@ -14,6 +14,10 @@
 // device whose image does not open fails its configfs enable with ENOENT;
 // the daemon and its other devices carry on.
 //
+// Logging (with rotation and redaction), the audit log, the Prometheus
+// exporter, the registry client and cache for remote lowers, and codec
+// plugins follow overlaybd.json as in upstream; see docs/tcmu.md.
+//
 // On SIGINT or SIGTERM every device is blocked, drained and closed; the
 // devices stay configured in the kernel and the next start re-attaches them.
 // Exit status 255 is a failed start (bad global configuration), 2 a usage
@@ -36,11 +40,18 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	_ "github.com/overlaybd-go/overlaybd/caches/all"
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
+	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/audit"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/image"
+	"github.com/overlaybd-go/overlaybd/core/logging"
+	"github.com/overlaybd-go/overlaybd/core/metrics"
+	"github.com/overlaybd-go/overlaybd/core/remote"
 	_ "github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/frontends/tcmu"
+	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
 const (
@@ -115,21 +126,41 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		boot.Error("failed to create image service", "config", path, "err", err)
 		return exitStart
 	}
-	log, closeLog, err := newLogger(global.EffectiveLog(), *verbose, stderr)
+	log, logFile, err := logging.New(global.EffectiveLog(), logging.Options{Stderr: stderr, Debug: *verbose})
 	if err != nil {
-		boot.Error("failed to create image service", "config", path, "err", err)
+		boot.Error("failed to open the log", "config", path, "err", err)
 		return exitStart
 	}
-	defer closeLog()
+	defer logFile.Close()
 	for _, w := range startup.Warnings {
 		log.Warn(w)
 	}
+	// The codec plugins outlive every device: the deferred Close runs after
+	// the server has closed them all.
+	host, err := plugins.LoadGlobal(ctx, global, plugins.WithLogger(log))
+	if err != nil {
+		log.Error("failed to start codec plugins", "config", path, "err", err)
+		return exitStart
+	}
+	defer host.CloseLogging(log)
+	auditLog, err := audit.Open(global)
+	if err != nil {
+		log.Warn("audit log disabled", "err", err)
+	}
+	defer auditLog.Close()
+	exporter, err := metrics.Start(ctx, global, log)
+	if err != nil {
+		log.Error("Failed to start http server for metrics exporter", "err", err)
+		return exitStart
+	}
+	defer exporter.Close()
 	if err := raiseNoFile(); err != nil {
 		log.Error("failed to raise RLIMIT_NOFILE", "err", err)
 		return exitStart
 	}
 
-	d := &daemon{globalPath: path, global: global, log: log, devIDs: map[string]bool{}}
+	d := &daemon{globalPath: path, global: global, log: log, audit: auditLog, metrics: exporter.Metrics(), devIDs: map[string]bool{}}
+	defer d.closeRemote()
 	srv, err := tcmu.NewServer(tcmu.Config{Handler: handlerName, Open: d.open, Logger: log, ReadRetry: readRetry})
 	if err != nil {
 		log.Error("tcmulib init failed", "err", err)
@@ -158,37 +189,75 @@ func raiseNoFile() error {
 	return unix.Setrlimit(unix.RLIMIT_NOFILE, &rl)
 }
 
-// newLogger builds the daemon's logger from the effective logConfig: the
-// level, and the file (appended to) or standard error when no path is set.
-func newLogger(s config.LogSettings, verbose bool, stderr io.Writer) (*slog.Logger, func(), error) {
-	level := slog.LevelInfo
-	switch {
-	case verbose || s.Level == 0:
-		level = slog.LevelDebug
-	case s.Level == 2:
-		level = slog.LevelWarn
-	case s.Level >= 3:
-		level = slog.LevelError
-	}
-	out, closeFn := stderr, func() {}
-	if s.Path != "" {
-		f, err := os.OpenFile(s.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, nil, fmt.Errorf("open log file: %w", err)
-		}
-		out, closeFn = f, func() { f.Close() }
-	}
-	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})), closeFn, nil
-}
-
 // daemon opens device images.
 type daemon struct {
 	globalPath string
 	global     *config.Global
 	log        *slog.Logger
+	audit      *audit.Log       // nil when auditing is off
+	metrics    *metrics.Metrics // nil when the exporter is off
 
 	mu     sync.Mutex
 	devIDs map[string]bool // dev ids of open devices
+
+	// The registry client and the cache are made at the first device with
+	// a remote lower and shared by all devices until the daemon stops.
+	remoteMu sync.Mutex
+	client   *remote.Client
+	cache    core.Cache
+}
+
+// remoteParts returns the registry client and the cache, making them on
+// first use.
+func (d *daemon) remoteParts(ctx context.Context, global *config.Global) (*remote.Client, core.Cache, error) {
+	d.remoteMu.Lock()
+	defer d.remoteMu.Unlock()
+	if d.client != nil {
+		return d.client, d.cache, nil
+	}
+	client, err := remote.NewClientFromConfig(ctx, global, d.log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry client: %w", err)
+	}
+	cache, err := remote.CacheFromConfig(global, 0, d.log)
+	if err != nil {
+		client.Close()
+		return nil, nil, fmt.Errorf("registry cache: %w", err)
+	}
+	if cache != nil {
+		if err := d.metrics.AddCache(global.EffectiveCache().Type, cache); err != nil {
+			d.log.Warn("cache metrics", "err", err)
+		}
+		var obs []metrics.SourceReadObserver
+		if d.audit != nil {
+			obs = append(obs, d.audit)
+		}
+		cache = metrics.InstrumentCache(cache, d.metrics, obs...)
+	}
+	if err := d.metrics.AddRegistry(global.RegistryFsVersion, func() metrics.RegistryCounts {
+		s := client.Stats()
+		return metrics.RegistryCounts{Requests: s.Requests, Retries: s.Retries, Bytes: s.Bytes}
+	}); err != nil {
+		d.log.Warn("registry metrics", "err", err)
+	}
+	d.client, d.cache = client, cache
+	return client, cache, nil
+}
+
+// closeRemote closes the cache and the registry client once every device
+// is closed.
+func (d *daemon) closeRemote() {
+	d.remoteMu.Lock()
+	defer d.remoteMu.Unlock()
+	if d.cache != nil {
+		if err := d.cache.Close(); err != nil {
+			d.log.Error("close cache", "err", err)
+		}
+	}
+	if d.client != nil {
+		d.client.Close()
+	}
+	d.client, d.cache = nil, nil
 }
 
 // reason is an open failure with upstream's result-file text.
@@ -227,12 +296,60 @@ func (d *daemon) open(ctx context.Context, dev tcmu.DeviceInfo) (tcmu.Image, err
 			return tcmu.Image{}, err
 		}
 	}
-	img, err := image.Open(ctx, cfg, image.Options{Global: global, Logger: d.log})
+	opts := image.Options{Global: global, Logger: d.log}
+	var opener *remote.LayerOpener
+	if needsRemote(cfg) {
+		client, cache, err := d.remoteParts(ctx, global)
+		if err != nil {
+			d.release(devID)
+			return tcmu.Image{}, fmt.Errorf("device %s/%s: %w", dev.HBA, dev.Name, err)
+		}
+		opener = remote.NewLayerOpenerForImage(client, cache, global, cfg, d.log)
+		opts.Remote = opener
+	}
+	img, err := image.Open(ctx, cfg, opts)
 	if err != nil {
+		if opener != nil {
+			opener.Close()
+		}
 		d.release(devID)
 		return tcmu.Image{}, fmt.Errorf("device %s/%s: %w", dev.HBA, dev.Name, err)
 	}
-	return tcmu.Image{File: &deviceFile{Image: img, release: func() { d.release(devID) }}, ReadOnly: !img.Writable()}, nil
+	name := devID
+	if name == "" {
+		name = path
+	}
+	f := &deviceFile{Image: img, release: func() {
+		if opener != nil {
+			if err := opener.Close(); err != nil {
+				d.log.Error("stop background downloads", "device", name, "err", err)
+			}
+		}
+		d.metrics.DeleteDevice(name)
+		d.release(devID)
+	}}
+	return tcmu.Image{File: d.metrics.WrapFile(name, f), ReadOnly: !img.Writable()}, nil
+}
+
+// needsRemote reports whether a lower of cfg has no local copy and a
+// digest, so that it is read from the registry.
+func needsRemote(cfg *config.Image) bool {
+	for _, l := range cfg.Lowers {
+		if l.Digest == "" {
+			continue
+		}
+		local := false
+		for _, p := range l.LocalCandidates() {
+			if _, err := os.Stat(p); err == nil {
+				local = true
+				break
+			}
+		}
+		if !local {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *daemon) release(devID string) {
@@ -244,7 +361,8 @@ func (d *daemon) release(devID string) {
 	d.mu.Unlock()
 }
 
-// deviceFile releases the device's dev id when the device closes.
+// deviceFile stops the device's background downloads, drops its metrics and
+// frees its dev id when the device closes.
 type deviceFile struct {
 	*image.Image
 	release func()
