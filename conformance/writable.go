@@ -67,7 +67,8 @@ var writableMix = []struct {
 }
 
 // RunWritable runs opts.Ops random operations on a new device of kind and on
-// the model, checks every read and status against the model, and checks the
+// the model, checks every read and status against the model, reads back the
+// range of every discard and write-zeroes at once, and checks the
 // whole device after every reopen, commit, seal and flatten and at the end.
 // dir must be an empty folder. The first difference is returned as a
 // *Failure; errors of the harness itself (e.g. a device that cannot be
@@ -177,6 +178,10 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				return c, r.fail("Discard: %v", err)
 			}
 			r.model.Zero(off, n)
+			if err := r.checkRead(f, off, n); err != nil {
+				err.(*Failure).Msg = "after the discard: " + err.(*Failure).Msg
+				return c, err
+			}
 			r.markDirty(off, n)
 			c.Discards++
 		case "zero":
@@ -190,6 +195,10 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				return c, r.fail("WriteZeroes: %v", err)
 			}
 			r.model.Zero(off, n)
+			if err := r.checkRead(f, off, n); err != nil {
+				err.(*Failure).Msg = "after the write-zeroes: " + err.(*Failure).Msg
+				return c, err
+			}
 			r.markDirty(off, n)
 			c.Zeroes++
 		case "status":

@@ -105,7 +105,9 @@ func Codecs() []string {
 func Engines() []string { return []string{"psync", "libaio", "posixaio", "io_uring"} }
 
 // Cells enumerates the whole matrix.
-func Cells() []Cell {
+func Cells() []Cell { return cellsOf(Engines()) }
+
+func cellsOf(engines []string) []Cell {
 	var cells []Cell
 	for _, fe := range []string{"inprocess", "nbd", "tcmu"} {
 		for _, cache := range []string{"local", "remote-file", "remote-download", "remote-ocf"} {
@@ -114,7 +116,7 @@ func Cells() []Cell {
 					for _, env := range []string{"plain", "tar"} {
 						for _, codec := range Codecs() {
 							for _, crc := range []bool{true, false} {
-								for _, eng := range Engines() {
+								for _, eng := range engines {
 									cells = append(cells, Cell{Engine: eng, Codec: codec, CRC: crc, Envelope: env,
 										Cache: cache, Layer: layer, Upper: upper, Frontend: fe})
 								}
@@ -174,6 +176,16 @@ type Options struct {
 	// PluginBins are the codec plugin binaries by algorithm ("lz4",
 	// "zstd") that serve the "-plugin" codec flavours.
 	PluginBins map[string]string
+	// Ops, when set, is the number of operations of writable cells and
+	// of random reads of read-only cells (default 3,000 and 1,000; with
+	// Quick 600 and 200).
+	Ops int
+	// Engines, when set, replaces the engine dimension (names registered
+	// in core.Engines).
+	Engines []string
+	// WrapFile, when set, wraps the view of every writable device (a test
+	// hook that runs deliberately broken implementations).
+	WrapFile func(core.File) core.File
 	// Logf receives progress (may be nil).
 	Logf func(format string, args ...any)
 }
@@ -191,8 +203,12 @@ func Run(f Filter, opts Options) ([]Result, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	engines := opts.Engines
+	if len(engines) == 0 {
+		engines = Engines()
+	}
 	var out []Result
-	for _, c := range Cells() {
+	for _, c := range cellsOf(engines) {
 		if !f.Selects(c) {
 			continue
 		}
@@ -268,6 +284,9 @@ func runCell(c Cell, opts Options, r *Result) error {
 		if opts.Quick {
 			reads = 200
 		}
+		if opts.Ops > 0 {
+			reads = opts.Ops
+		}
 		kind = namedReadOnly{ro, name}
 		if c.Cache != "local" {
 			rec := &recordingEngine{Engine: eng}
@@ -286,7 +305,14 @@ func runCell(c Cell, opts Options, r *Result) error {
 		if opts.Quick {
 			ops = 600
 		}
-		var w conformance.WritableKind = layerWritable{kinds.LSMTWritable{Sparse: c.Upper == "sparse", Engine: eng}, c.Layer == "sealed"}
+		if opts.Ops > 0 {
+			ops = opts.Ops
+		}
+		lw := layerWritable{WritableKind: kinds.LSMTWritable{Sparse: c.Upper == "sparse", Engine: eng}, seal: c.Layer == "sealed", wrap: opts.WrapFile}
+		if cs, ok := eng.(CrashSimulator); ok {
+			lw.crash = cs
+		}
+		var w conformance.WritableKind = lw
 		if c.Frontend == "nbd" {
 			w = nbdWritable{w}
 		}
@@ -381,7 +407,11 @@ func (c *counting) snapshot() CodecCounts {
 // reader resolve) and returns it with the function that restores the
 // previous default.
 func installCounting(flavour string) (*counting, func(), error) {
-	factory, err := core.Codecs.Lookup(flavour)
+	name := flavour
+	if algo, ok := strings.CutSuffix(flavour, "-plugin"); ok {
+		name = algo // the plugin host registered the plugin's codec under it
+	}
+	factory, err := core.Codecs.Lookup(name)
 	if err != nil {
 		return nil, nil, fmt.Errorf("codec %s: %w", flavour, err)
 	}
