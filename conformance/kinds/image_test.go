@@ -20,7 +20,7 @@ func TestImageConfigConformance(t *testing.T) {
 	}{
 		{ImageConfig{}, conformance.WritableOptions{}},
 		{ImageConfig{Global: uring}, conformance.WritableOptions{}},
-		{ImageConfig{Sparse: true}, conformance.WritableOptions{Granularity: 4096}},
+		{ImageConfig{Sparse: true}, conformance.WritableOptions{}},
 	}
 	for _, c := range cases {
 		t.Run(c.kind.Name(), func(t *testing.T) {
