@@ -76,12 +76,21 @@ func Dial(ctx context.Context, network, addr, name string) (*Client, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
-	c := &Client{conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
-	if err := c.handshake(name); err != nil {
+	c, err := newClient(conn, name)
+	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("nbd: handshake with %s: %w", addr, err)
 	}
 	conn.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// newClient negotiates export name on conn.
+func newClient(conn net.Conn, name string) (*Client, error) {
+	c := &Client{conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
+	if err := c.handshake(name); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -130,7 +139,11 @@ func (c *Client) handshake(name string) error {
 		case typ&repFlagError != 0:
 			return fmt.Errorf("NBD_OPT_GO refused (reply %#x): %s", typ, payload)
 		case typ == repInfo && n >= 12 && binary.BigEndian.Uint16(payload) == infoExport:
-			c.size = int64(binary.BigEndian.Uint64(payload[2:]))
+			size := binary.BigEndian.Uint64(payload[2:])
+			if size > 1<<62 {
+				return fmt.Errorf("export size %d is out of range", size)
+			}
+			c.size = int64(size)
 			c.flags = binary.BigEndian.Uint16(payload[10:])
 			gotSize = true
 		case typ == repAck:
