@@ -10,7 +10,7 @@ RACE_PKGS = $(shell $(GO) list ./core/... ./engines/... ./frontends/... ./caches
 TAG_PKGS = $(shell $(GO) list ./codecs/... ./core/zfile/... ./core/envelope/... ./cmd/... 2>/dev/null)
 TEST_TIMEOUT ?= 30m
 
-PHONY_EXTRA := install uninstall deb test-vm bench-engines bench-nbd bench-remote test-long
+PHONY_EXTRA := install uninstall deb test-vm bench-engines bench-nbd bench-remote test-long conformance-full
 .PHONY: $(PHONY_EXTRA) all deps build test test-unit test-race test-tags vet fmt-check demo demo-check fuzz bench clean
 
 all: build
@@ -74,6 +74,13 @@ bench-nbd: deps build
 bench-remote:
 	$(GO) test -run '^$$' -bench 'ColdRandom4K|ColdSequential' -benchtime 48x ./core/remote
 	$(GO) test -run '^$$' -bench 'FetchAmplification|Download' -benchtime 300x ./core/remote
+
+# The full conformance matrix with every flavour: table on stdout, JSON report.
+conformance-full:
+	mkdir -p $(BIN)/plugins
+	$(GO) build -o $(BIN)/plugins/lz4-cgo ./plugins/examples/lz4-cgo
+	$(GO) build -o $(BIN)/plugins/zstd-cgo ./plugins/examples/zstd-cgo
+	$(GO) run -tags cgo_codecs ./cmd/overlaybd-conformance --plugin-lz4 $(BIN)/plugins/lz4-cgo --plugin-zstd $(BIN)/plugins/zstd-cgo --report conformance-report.json
 
 # Long property runs of the LSMT layers and the conformance suite.
 test-long:
