@@ -30,9 +30,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/pflag"
-	"golang.org/x/term"
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
@@ -40,6 +38,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
@@ -69,9 +68,6 @@ type tool struct {
 	stdin  io.Reader
 	stderr io.Writer
 	log    *slog.Logger
-	// progress reports whether a progress bar is drawn (stderr is a
-	// terminal).
-	progress bool
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) int {
@@ -132,9 +128,6 @@ Options:
 		stderr: stderr,
 		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		t.progress = true
-	}
 	pos := fs.Args()
 	if len(pos) == 0 {
 		fmt.Fprintln(stderr, "source_file is required")
@@ -178,26 +171,17 @@ Options:
 	return t.compress(ctx, src, dst, *tarred, *force, opts)
 }
 
-func (t *tool) bar(total int64, what string) *progressbar.ProgressBar {
-	if !t.progress {
-		return nil
-	}
-	return progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(t.stderr),
-		progressbar.OptionSetDescription(what),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(100_000_000),
-		progressbar.OptionClearOnFinish(),
-		progressbar.OptionOnCompletion(func() { fmt.Fprintln(t.stderr) }),
-	)
+// bar returns a progress bar on standard error, nil (a no-op) unless it is
+// a terminal.
+func (t *tool) bar(total int64, what string) *progress.Bar {
+	return progress.New(t.stderr, total, what)
 }
 
 // ctxReader stops a copy when ctx is cancelled and feeds a progress bar.
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader
-	bar *progressbar.ProgressBar
+	bar *progress.Bar
 }
 
 func (c *ctxReader) Read(p []byte) (int, error) {
@@ -205,9 +189,7 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.r.Read(p)
-	if c.bar != nil && n > 0 {
-		c.bar.Add(n)
-	}
+	c.bar.Add(n)
 	return n, err
 }
 
@@ -242,9 +224,7 @@ func (t *tool) compress(ctx context.Context, src, dst string, tarred, force bool
 	} else {
 		err = out.Close()
 	}
-	if bar != nil {
-		bar.Finish()
-	}
+	bar.Finish()
 	if err != nil {
 		fmt.Fprintf(t.stderr, "compress failed, %v\n", err)
 		return exitFailure
@@ -326,9 +306,7 @@ func (t *tool) extract(ctx context.Context, src, dst string, force bool, workers
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	if bar != nil {
-		bar.Finish()
-	}
+	bar.Finish()
 	if err != nil {
 		os.Remove(dst)
 		fmt.Fprintf(t.stderr, "decompress failed, %v\n", err)
@@ -340,7 +318,7 @@ func (t *tool) extract(ctx context.Context, src, dst string, force bool, workers
 
 // copyOut writes the whole of r to w, overlapping the decode of the next
 // chunk with the write of the current one.
-func copyOut(ctx context.Context, w io.Writer, r *zfile.Reader, bar *progressbar.ProgressBar) error {
+func copyOut(ctx context.Context, w io.Writer, r *zfile.Reader, bar *progress.Bar) error {
 	size := r.Size()
 	type chunk struct {
 		buf []byte
@@ -392,9 +370,7 @@ func copyOut(ctx context.Context, w io.Writer, r *zfile.Reader, bar *progressbar
 		if _, err := w.Write(c.buf); err != nil {
 			return err
 		}
-		if bar != nil {
-			bar.Add(len(c.buf))
-		}
+		bar.Add(len(c.buf))
 		bufs <- c.buf[:cap(c.buf)]
 	}
 	return nil
