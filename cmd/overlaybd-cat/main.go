@@ -30,6 +30,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	_ "github.com/overlaybd-go/overlaybd/engines/all"
+	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
@@ -50,6 +51,9 @@ zeroed. A LAYER is a committed or sealed LSMT layer, plain, as a ZFile, or
 tar-wrapped. --upper-data without --upper-index is a sparse writable layer.
 Everything is opened read-only; nothing is modified (for --config, no result
 file is written). The IO engine of local files is overlaybd.json's ioEngine.
+When standard error is a terminal, a progress bar over the virtual size is
+drawn there, also while the data goes to a redirected standard output (it
+never mixes with the data); into a pipe or file standard error stays quiet.
 
 Exit status: 0 success, 105 invalid arguments, 106 nothing to read,
 255 failure.
@@ -121,16 +125,18 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer)
 	}
 	defer closeView()
 
+	bar := progress.New(stderr, view.Size(), "cat")
+	defer bar.Finish()
 	if o.output == "" {
 		if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			return fail(exitValidation, "standard output is a terminal: redirect it or use -o FILE")
 		}
-		if err := copyOut(stdout, view); err != nil {
+		if err := copyOut(stdout, view, bar); err != nil {
 			return fail(exitFailure, "%v", err)
 		}
 		return exitOK
 	}
-	if err := writeSparse(o.output, view, inputs); err != nil {
+	if err := writeSparse(o.output, view, inputs, bar); err != nil {
 		return fail(exitFailure, "%v", err)
 	}
 	return exitOK
@@ -296,7 +302,7 @@ func openConfig(ctx context.Context, path string, g *config.Global, log *slog.Lo
 
 const chunk = 1 << 20
 
-func copyOut(w io.Writer, f core.File) error {
+func copyOut(w io.Writer, f core.File, bar *progress.Bar) error {
 	buf := make([]byte, chunk)
 	size := f.Size()
 	for off := int64(0); off < size; off += chunk {
@@ -307,13 +313,14 @@ func copyOut(w io.Writer, f core.File) error {
 		if _, err := w.Write(buf[:n]); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
+		bar.Add(int(n))
 	}
 	return nil
 }
 
 // writeSparse writes the view to path, leaving holes where BlockStatus says
 // the view is unmapped or zeroed. path must not be one of the inputs.
-func writeSparse(path string, f core.File, inputs []string) error {
+func writeSparse(path string, f core.File, inputs []string, bar *progress.Bar) error {
 	if st, err := os.Stat(path); err == nil {
 		for _, in := range inputs {
 			if in == "" {
@@ -358,6 +365,7 @@ func writeSparse(path string, f core.File, inputs []string) error {
 				}
 			}
 			off = e.Offset + e.Length
+			bar.Add(int(e.Length))
 		}
 	}
 	return out.Close()

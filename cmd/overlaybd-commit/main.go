@@ -32,6 +32,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
 	"github.com/spf13/pflag"
 )
@@ -60,6 +61,9 @@ succeeded; a partial output is removed; --uuid and --parent-uuid must be
 valid UUIDs (upstream silently stores the null UUID for an invalid one, and
 overflows a buffer for one longer than 36 characters); the warning about
 --bs/--algorithm without -z appears only when one of them was given.
+
+When standard error is a terminal, the bytes written so far are shown there;
+into a pipe or file nothing is drawn.
 
 Addition to upstream: --service_config_path names the overlaybd.json whose
 codecPlugins serve lz4/zstd here as in the daemons (docs/plugins.md).
@@ -229,7 +233,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		eopts.ZFile = &zfile.Options{Algorithm: o.algorithm, BlockSize: bs << 10, OverwriteHeader: true, Workers: max(o.threads, 1)}
 	}
-	if err := commit(src, out, eopts, copts); err != nil {
+	if err := commit(src, out, eopts, copts, progress.New(stderr, -1, "commit")); err != nil {
 		fmt.Fprintf(stderr, "failed to perform commit(), %v\n", err)
 		return exitFailure
 	}
@@ -239,12 +243,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func commit(src interface {
 	Commit(io.Writer, lsmt.CommitOptions) error
-}, path string, eopts envelope.CreateOptions, copts lsmt.CommitOptions) error {
+}, path string, eopts envelope.CreateOptions, copts lsmt.CommitOptions, bar *progress.Bar) error {
+	defer bar.Finish()
 	out, err := envelope.Create(path, eopts)
 	if err != nil {
 		return err
 	}
-	if err := src.Commit(out, copts); err != nil {
+	if err := src.Commit(bar.Writer(out), copts); err != nil {
 		out.Abort()
 		return err
 	}

@@ -42,6 +42,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
+	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetNormalizeFunc(normalize)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: overlaybd-import [flags] raw_file commit_file\n\nTurns a raw disk image into a committed overlaybd layer; zero blocks become holes.\n\nFlags:")
+		fmt.Fprintln(stderr, "usage: overlaybd-import [flags] raw_file commit_file\n\nTurns a raw disk image into a committed overlaybd layer; zero blocks become holes.\nOn a terminal, standard error shows the bytes written so far.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	compress := fs.BoolP("compress", "z", false, "compress the layer as a ZFile (as overlaybd-commit -z)")
@@ -149,12 +150,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer src.Close()
+	bar := progress.New(stderr, -1, "import")
+	defer bar.Finish()
 	out, err := envelope.Create(outPath, copts)
 	if err != nil {
 		log.Error("create output", "err", err)
 		return exitFailure
 	}
-	st, err := image.ImportRaw(ctx, src, out, opts)
+	st, err := image.ImportRaw(ctx, src, bar.Writer(out), opts)
 	if err != nil {
 		out.Abort()
 		log.Error("import failed", "err", err)
@@ -164,6 +167,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("finish output", "err", err)
 		return exitFailure
 	}
+	bar.Finish()
 	fmt.Fprintf(stdout, "overlaybd-import: %s -> %s: virtual size %d, %d bytes of data\n", rawPath, outPath, st.VirtualSize, st.DataBytes)
 	return exitOK
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
 	"github.com/spf13/pflag"
 )
@@ -51,6 +52,9 @@ into one committed layer written to output (overwritten if it exists).
 Differences from upstream: -t works (upstream's is non-functional); a partial
 output is removed on failure; lowers may be given in any envelope (tar, ZFile,
 plain).
+
+When standard error is a terminal, the bytes written so far are shown there;
+into a pipe or file nothing is drawn.
 
 Every flag may be spelled with "_" or "-" (--commit_sealed, --commit-sealed).
 
@@ -130,12 +134,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *compress {
 		eopts.ZFile = &zfile.Options{}
 	}
+	bar := progress.New(stderr, -1, "merge")
+	defer bar.Finish()
 	out, err := envelope.Create(pos[1], eopts)
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to create output file: %v\n", err)
 		return exitFailure
 	}
-	if err := stack.Flatten(out, lsmt.CommitOptions{}); err != nil {
+	if err := stack.Flatten(bar.Writer(out), lsmt.CommitOptions{}); err != nil {
 		out.Abort()
 		fmt.Fprintf(stderr, "failed to compact: %v\n", err)
 		return exitFailure
@@ -144,6 +150,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "failed to compact: %v\n", err)
 		return exitFailure
 	}
+	bar.Finish()
 	slog.Info("merged", "layers", len(img.Lowers), "output", pos[1])
 	return exitOK
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -21,12 +22,14 @@ func IsTerminal(w io.Writer) bool {
 // Bar counts bytes towards a known total. A nil *Bar is valid and does
 // nothing, which is what New returns when w is not a terminal.
 type Bar struct {
-	w   io.Writer
-	bar *progressbar.ProgressBar
+	w    io.Writer
+	bar  *progressbar.ProgressBar
+	once sync.Once
 }
 
 // New returns a bar drawn on w labelled what, or nil when w is not a
-// terminal (see IsTerminal).
+// terminal (see IsTerminal). A negative total means the total is not known:
+// the bar then shows a spinner with the bytes counted and the rate.
 func New(w io.Writer, total int64, what string) *Bar {
 	if !IsTerminal(w) {
 		return nil
@@ -55,12 +58,12 @@ func (b *Bar) Add(n int) {
 }
 
 // Finish completes the bar and moves the terminal to a fresh line, so the
-// messages that follow are not drawn over it.
+// messages that follow are not drawn over it. Later calls do nothing.
 func (b *Bar) Finish() {
 	if b == nil {
 		return
 	}
-	b.bar.Finish()
+	b.once.Do(func() { b.bar.Finish() })
 }
 
 // Reader returns r counting the bytes read through it (r itself for a nil

@@ -51,6 +51,17 @@ func TestTerminal(t *testing.T) {
 	}
 }
 
+// TestUnknownTotal: with a negative total the bytes counted are shown.
+func TestUnknownTotal(t *testing.T) {
+	pts, drawn := ptytest.Capture(t)
+	b := New(pts, -1, "merge")
+	exercise(t, b, 3<<20)
+	b.Finish()
+	if out := drawn(); !strings.Contains(out, "merge") || !strings.Contains(out, "MB") || !strings.HasSuffix(out, "\n") {
+		t.Fatalf("terminal shows %q, want the bytes counted", out)
+	}
+}
+
 // TestNotTerminal: into a pipe, a buffer or a regular file nothing is
 // written, and the nil bar's wrappers still pass data through.
 func TestNotTerminal(t *testing.T) {
