@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -56,4 +57,14 @@ func Capture(t testing.TB) (pts *os.File, drawn func() string) {
 		ptm.Close()
 		return tty.String()
 	}
+}
+
+// Run runs cmd with its standard error on a new pseudo-terminal and returns
+// what was drawn there with the error of cmd.Run.
+func Run(t testing.TB, cmd *exec.Cmd) (string, error) {
+	t.Helper()
+	pts, drawn := Capture(t)
+	cmd.Stderr = pts
+	err := cmd.Run()
+	return drawn(), err
 }
