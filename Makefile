@@ -49,13 +49,7 @@ test-tags:
 # Kernel-level tests (TCMU + tcm_loop, nbd.ko, ext4) in a qemu VM booting
 # Debian's kernel; the harness installs and caches what it needs. Needs root.
 test-vm:
-	@# TestTCMUDaemon has an intermittent failure (the attach script does not
-	@# see the disk the kernel reports, about one run in two; docs/tcmu.md):
-	@# up to four attempts, each one reported.
-	@for i in 1 2 3 4; do \
-	  OVERLAYBD_REQUIRE_TOOLS=1 $(GO) test -tags vm -count=1 -timeout 20m ./test/vm/ && exit 0; \
-	  echo "test-vm: attempt $$i of the VM tier failed" >&2; \
-	done; exit 1
+	OVERLAYBD_REQUIRE_TOOLS=1 $(GO) test -tags vm -count=1 -timeout 20m ./test/vm/
 	OVERLAYBD_REQUIRE_TOOLS=1 $(GO) test -tags vm -count=1 -timeout 10m -run Kernel ./cmd/overlaybd-nbd/
 
 # Long runs, never part of `make test`.

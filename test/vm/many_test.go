@@ -1,11 +1,6 @@
-//go:build vm && vm_many
+//go:build vm
 
 package vm
-
-// Not part of `make test-vm` yet: in the last runs 32 concurrent devices
-// attached through the shell sequence left about a dozen disks waiting
-// (see docs/tcmu.md, "Known gaps"). The frontend-level test of 32 devices
-// (frontends/tcmu TestKernelManyDevices, in TestTCMUKernel) passes.
 
 import (
 	"bytes"

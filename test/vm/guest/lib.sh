@@ -65,7 +65,9 @@ attach() {
 	ln -s $dev $LOOP/$wwn/tpgt_1/lun/lun_0/dev_$id || { echo "attach $id: LUN link" >&2; return 1; }
 	addr=$(cat $LOOP/$wwn/tpgt_1/address)
 	blk=/sys/class/scsi_device/$addr:0/device/block
-	wait_for 60 ls -d $blk/sd* || { echo "attach $id: no disk under $blk" >&2; return 1; }
+	# The glob must be expanded on every try, not once when wait_for is
+	# called: the disk may appear after the call.
+	wait_for 60 sh -c "ls -d $blk/sd*" || { echo "attach $id: no disk under $blk" >&2; return 1; }
 	sd=$(ls $blk | head -n 1)
 	echo 2147483 >/sys/block/$sd/device/timeout
 	wait_for 60 dd if=/dev/$sd of=/dev/null bs=512 count=1 || { echo "attach $id: $sd not readable" >&2; return 1; }
