@@ -16,6 +16,15 @@ type WritableKind interface {
 	Create(dir string, vsize int64) (Device, error)
 }
 
+// BaseCreator is implemented by writable kinds whose devices can start over
+// read-only lower layers: CreateOver makes a device whose writable top sits
+// on lowers holding m's content (the upstream shape of a container's
+// writable layer over an image's committed layers). The device must not
+// keep m: the scenario changes it as the device changes.
+type BaseCreator interface {
+	CreateOver(dir string, m *Model) (Device, error)
+}
+
 // Device is one writable device under test. Its content must survive every
 // operation: the scenario compares it with the model after each.
 type Device interface {

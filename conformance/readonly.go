@@ -51,14 +51,7 @@ func RunReadOnly(kind ReadOnlyKind, dir string, opts ReadOnlyOptions) error {
 
 	r := newRunner(kind.Name(), opts.Seed, opts.VirtualSize, 512)
 	r.begin("fill the model")
-	for i := 0; i < 200; i++ {
-		off, n := r.span()
-		if r.rng.IntN(4) == 0 {
-			r.model.Zero(off, n)
-		} else {
-			r.model.Write(r.data(n), off)
-		}
-	}
+	r.fill()
 	r.begin("build")
 	f, err := kind.Build(dir, r.model)
 	if err != nil {
@@ -131,4 +124,18 @@ func RunReadOnly(kind ReadOnlyKind, dir string, opts ReadOnlyOptions) error {
 	}
 	logf("conformance: cell %s passed", kind.Name())
 	return nil
+}
+
+// fill writes a random content into the model: 200 ranges of random data
+// (some of them zeros) with zeroed ranges over some of them. The edges of
+// the last ranges stay among the boundaries later requests aim at.
+func (r *runner) fill() {
+	for i := 0; i < 200; i++ {
+		off, n := r.span()
+		if r.rng.IntN(4) == 0 {
+			r.model.Zero(off, n)
+		} else {
+			r.model.Write(r.data(n), off)
+		}
+	}
 }

@@ -24,6 +24,10 @@ type WritableOptions struct {
 	// generated writes, discards and write-zeroes (a multiple of the kind's
 	// Alignment); requests meant to be rejected still use the Alignment.
 	Granularity int64
+	// Base starts the device over read-only lowers with a random content
+	// (data separated by holes and zeroed ranges, as [RunReadOnly]
+	// makes): the kind must implement [BaseCreator].
+	Base bool
 	// Cell names the run in logs and failures (default: the kind's
 	// Name).
 	Cell string
@@ -107,8 +111,21 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 		}
 		r.gran = g
 	}
-	r.begin("create(vsize=%d)", opts.VirtualSize)
-	dev, err := kind.Create(dir, opts.VirtualSize)
+	var dev Device
+	var err error
+	if opts.Base {
+		bc, ok := kind.(BaseCreator)
+		if !ok {
+			return c, fmt.Errorf("conformance: %s cannot start over lowers (no CreateOver)", opts.Cell)
+		}
+		r.begin("fill the model")
+		r.fill()
+		r.begin("create over lowers(vsize=%d)", opts.VirtualSize)
+		dev, err = bc.CreateOver(dir, r.model)
+	} else {
+		r.begin("create(vsize=%d)", opts.VirtualSize)
+		dev, err = kind.Create(dir, opts.VirtualSize)
+	}
 	if err != nil {
 		return c, r.fail("Create: %v", err)
 	}

@@ -6,11 +6,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/overlaybd-go/overlaybd/conformance"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 )
@@ -24,10 +26,19 @@ type LSMTWritable struct {
 	Sparse bool
 	// Engine opens the layers' files (nil: psync).
 	Engine core.Engine
+	// Lowers, when set, builds the read-only layers the device starts
+	// over (CreateOver): committed or sealed, compressed, tar-wrapped or
+	// remote, as the Lowers say.
+	Lowers Lowers
+	// Envelope, when set, writes the layers the device freezes (commits
+	// and seals) compressed and/or tar-wrapped, as overlaybd-commit -z
+	// and -t do; they are opened through the envelope detection.
+	Envelope *envelope.CreateOptions
 }
 
 var (
 	_ conformance.WritableKind = LSMTWritable{}
+	_ conformance.BaseCreator  = LSMTWritable{}
 	_ conformance.Committer    = (*lsmtDevice)(nil)
 	_ conformance.Sealer       = (*lsmtDevice)(nil)
 	_ conformance.Flattener    = (*lsmtDevice)(nil)
@@ -38,6 +49,17 @@ func (k LSMTWritable) Name() string {
 	name := "lsmt/append-only"
 	if k.Sparse {
 		name = "lsmt/sparse"
+	}
+	if k.Envelope != nil {
+		if z := k.Envelope.ZFile; z != nil {
+			name += "/zfile-" + z.Algorithm
+		}
+		if k.Envelope.Tar {
+			name += "/tar"
+		}
+	}
+	if k.Lowers != nil {
+		name += "/over-lowers"
 	}
 	if k.Engine != nil && k.Engine.Name() != psync.Name {
 		name += "/" + k.Engine.Name()
@@ -58,11 +80,37 @@ func (k LSMTWritable) engine() core.Engine {
 
 // Create implements conformance.WritableKind.
 func (k LSMTWritable) Create(dir string, vsize int64) (conformance.Device, error) {
-	d := &lsmtDevice{sparse: k.Sparse, engine: k.engine(), dir: dir, vsize: vsize}
+	d := &lsmtDevice{sparse: k.Sparse, engine: k.engine(), env: k.Envelope, dir: dir, vsize: vsize}
 	if err := d.newUpper(); err != nil {
 		return nil, err
 	}
 	if err := d.openStack(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// CreateOver implements conformance.BaseCreator: the Lowers are built with
+// m's content in dir/lowers and the writable layer starts over them.
+func (k LSMTWritable) CreateOver(dir string, m *conformance.Model) (conformance.Device, error) {
+	if k.Lowers == nil {
+		return nil, fmt.Errorf("%s: no lowers to start over: %w", k.Name(), core.ErrUnsupported)
+	}
+	ldir := filepath.Join(dir, "lowers")
+	if err := os.MkdirAll(ldir, 0o755); err != nil {
+		return nil, err
+	}
+	base, err := k.Lowers.BuildLowers(ldir, m)
+	if err != nil {
+		return nil, fmt.Errorf("build lowers: %w", err)
+	}
+	d := &lsmtDevice{sparse: k.Sparse, engine: k.engine(), env: k.Envelope, dir: dir, vsize: m.Size(), base: base}
+	if err := d.newUpper(); err != nil {
+		base.Close()
+		return nil, err
+	}
+	if err := d.openStack(); err != nil {
+		base.Close()
 		return nil, err
 	}
 	return d, nil
@@ -73,6 +121,8 @@ func (k LSMTWritable) Create(dir string, vsize int64) (conformance.Device, error
 type lsmtDevice struct {
 	sparse    bool
 	engine    core.Engine
+	env       *envelope.CreateOptions // frozen layers' envelope, or nil
+	base      LowerSet                // layers beneath the frozen ones, or nil
 	dir       string
 	vsize     int64
 	n         int
@@ -133,21 +183,37 @@ func (d *lsmtDevice) openUpper() (*lsmt.Writable, error) {
 	return w, nil
 }
 
-// openStack stacks the frozen layers under d.upper.
+// openStack stacks the base layers and the frozen layers under d.upper.
 func (d *lsmtDevice) openStack() error {
-	files := make([]core.File, 0, len(d.lowers))
+	var files []core.File
 	closeAll := func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}
-	for _, p := range d.lowers {
+	if d.base != nil {
+		bf, err := d.base.Open()
+		if err != nil {
+			d.upper.Close()
+			return fmt.Errorf("open lowers: %w", err)
+		}
+		files = bf
+	}
+	for i, p := range d.lowers {
 		f, err := d.open(p, os.O_RDONLY)
 		if err != nil {
 			closeAll()
+			d.upper.Close()
 			return err
 		}
-		files = append(files, f)
+		inner, _, err := envelope.Open(f)
+		if err != nil {
+			f.Close()
+			closeAll()
+			d.upper.Close()
+			return fmt.Errorf("frozen layer %d (%s): %w", i, p, err)
+		}
+		files = append(files, inner)
 	}
 	s, err := lsmt.OpenStack(files, d.upper)
 	if err != nil {
@@ -188,19 +254,24 @@ func (d *lsmtDevice) Reopen() error {
 // into a new file that joins the lowers.
 func (d *lsmtDevice) Commit() error {
 	out := filepath.Join(d.dir, fmt.Sprintf("layer-%d.commit", len(d.lowers)+1))
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	var opts envelope.CreateOptions
+	if d.env != nil {
+		opts = *d.env
+	}
+	o, err := envelope.Create(out, opts)
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := bufio.NewWriterSize(o, 1<<20)
 	err = d.stack.Upper().Commit(bw, lsmt.CommitOptions{UUID: d.upperUUID})
 	if err == nil {
 		err = bw.Flush()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
+		o.Abort()
+		return fmt.Errorf("commit: %w", err)
+	}
+	if err := o.Close(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	if err := d.closeStack(); err != nil {
@@ -231,10 +302,21 @@ func (d *lsmtDevice) Seal() error {
 	if err := ro.Close(); err != nil {
 		return err
 	}
-	d.lowers = append(d.lowers, d.data)
 	if err := os.Remove(d.idx); err != nil {
 		return err
 	}
+	sealed := d.data
+	if d.env != nil {
+		// The sealed data file is the layer; it is then compressed or
+		// wrapped as a whole, as overlaybd-zfile or tar would.
+		if sealed, err = wrapFile(d.data, *d.env); err != nil {
+			return fmt.Errorf("seal: %w", err)
+		}
+		if err := os.Remove(d.data); err != nil {
+			return err
+		}
+	}
+	d.lowers = append(d.lowers, sealed)
 	if err := d.newUpper(); err != nil {
 		return err
 	}
@@ -279,5 +361,29 @@ func (d *lsmtDevice) Close() error {
 		err = errors.Join(err, d.upper.Close())
 		d.upper = nil
 	}
+	if d.base != nil {
+		err = errors.Join(err, d.base.Close())
+		d.base = nil
+	}
 	return err
+}
+
+// wrapFile writes the content of path into path+".env" through an
+// envelope and returns the new file's path.
+func wrapFile(path string, opts envelope.CreateOptions) (string, error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	out := path + ".env"
+	o, err := envelope.Create(out, opts)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(o, src); err != nil {
+		o.Abort()
+		return "", err
+	}
+	return out, o.Close()
 }

@@ -41,7 +41,28 @@ type LSMTReadOnly struct {
 	Engine core.Engine
 }
 
-var _ conformance.ReadOnlyKind = LSMTReadOnly{}
+var (
+	_ conformance.ReadOnlyKind = LSMTReadOnly{}
+	_ Lowers                   = LSMTReadOnly{}
+)
+
+// Lowers builds read-only lower layers with a content, for writable
+// devices that start over them.
+type Lowers interface {
+	// BuildLowers writes layers holding m's content into dir.
+	BuildLowers(dir string, m *conformance.Model) (LowerSet, error)
+}
+
+// LowerSet is a built set of lower layers that a device opens as often as
+// it reopens.
+type LowerSet interface {
+	// Open opens the layers, bottom first, as LSMT layer files (their
+	// envelopes removed); the caller closes them.
+	Open() ([]core.File, error)
+	// Close releases what the set holds (servers, caches) once the
+	// files it opened are closed.
+	Close() error
+}
 
 // Name implements conformance.ReadOnlyKind.
 func (k LSMTReadOnly) Name() string {
@@ -112,15 +133,20 @@ func runsOf(m *conformance.Model) []run {
 	return runs
 }
 
-// Build implements conformance.ReadOnlyKind.
-func (k LSMTReadOnly) Build(dir string, m *conformance.Model) (core.File, error) {
+func (k LSMTReadOnly) engine() core.Engine {
+	if k.Engine != nil {
+		return k.Engine
+	}
+	return psync.New(core.EngineConfig{})
+}
+
+// BuildPaths writes the layers of m's content into dir and returns their
+// files, bottom first.
+func (k LSMTReadOnly) BuildPaths(dir string, m *conformance.Model) ([]string, error) {
 	if m.Size()%lsmt.SectorSize != 0 {
 		return nil, fmt.Errorf("size %d is not a multiple of %d", m.Size(), lsmt.SectorSize)
 	}
-	eng := k.Engine
-	if eng == nil {
-		eng = psync.New(core.EngineConfig{})
-	}
+	eng := k.engine()
 	// The layout (which layer owns a run, which lower layers hold stale
 	// data there) is derived from the content, so a seed replays it.
 	rng := rand.New(rand.NewPCG(uint64(m.Size()), uint64(crc32.ChecksumIEEE(m.Bytes()))))
@@ -148,45 +174,94 @@ func (k LSMTReadOnly) Build(dir string, m *conformance.Model) (core.File, error)
 		}
 		paths[j] = p
 	}
+	return paths, nil
+}
 
-	files := make([]core.File, 0, L)
-	closeAll := func() {
-		for _, f := range files {
-			f.Close()
-		}
+// Build implements conformance.ReadOnlyKind.
+func (k LSMTReadOnly) Build(dir string, m *conformance.Model) (core.File, error) {
+	paths, err := k.BuildPaths(dir, m)
+	if err != nil {
+		return nil, err
 	}
-	for j, p := range paths {
-		f, err := eng.Open(p, core.OpenOptions{Flag: os.O_RDONLY})
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		inner, desc, err := envelope.Open(f)
-		if err != nil {
-			f.Close()
-			closeAll()
-			return nil, fmt.Errorf("layer %d: %w", j, err)
-		}
-		files = append(files, inner)
-		if desc.Inner() != envelope.KindLSMT || desc.Has(envelope.KindTar) != k.Tar || desc.Has(envelope.KindZFile) != (k.ZFile != nil) {
-			closeAll()
-			return nil, fmt.Errorf("layer %d: recognised as %s", j, desc)
-		}
+	files, err := k.OpenLayers(paths)
+	if err != nil {
+		return nil, err
 	}
-	if L == 1 {
+	if len(files) == 1 {
 		ro, err := lsmt.OpenReadOnly(files[0])
 		if err != nil {
-			closeAll()
+			files[0].Close()
 			return nil, err
 		}
 		return ro, nil
 	}
 	s, err := lsmt.OpenStack(files, nil)
 	if err != nil {
-		closeAll()
+		closeFiles(files)
 		return nil, err
 	}
 	return s, nil
+}
+
+// OpenLayers opens layer files built by BuildPaths through the engine and
+// the envelope detection, checking that each is recognised as what was
+// built; it returns the LSMT layers, bottom first.
+func (k LSMTReadOnly) OpenLayers(paths []string) ([]core.File, error) {
+	eng := k.engine()
+	files := make([]core.File, 0, len(paths))
+	for j, p := range paths {
+		f, err := eng.Open(p, core.OpenOptions{Flag: os.O_RDONLY})
+		if err != nil {
+			closeFiles(files)
+			return nil, err
+		}
+		inner, err := k.Unwrap(f)
+		if err != nil {
+			f.Close()
+			closeFiles(files)
+			return nil, fmt.Errorf("layer %d: %w", j, err)
+		}
+		files = append(files, inner)
+	}
+	return files, nil
+}
+
+// Unwrap removes the envelope of one layer file (tar, ZFile) and checks it
+// is the envelope the kind builds; the result owns f.
+func (k LSMTReadOnly) Unwrap(f core.File) (core.File, error) {
+	inner, desc, err := envelope.Open(f)
+	if err != nil {
+		return nil, err
+	}
+	if desc.Inner() != envelope.KindLSMT || desc.Has(envelope.KindTar) != k.Tar || desc.Has(envelope.KindZFile) != (k.ZFile != nil) {
+		inner.Close()
+		return nil, fmt.Errorf("recognised as %s", desc)
+	}
+	return inner, nil
+}
+
+// BuildLowers implements Lowers: the layers are files in dir, opened
+// through the kind's engine.
+func (k LSMTReadOnly) BuildLowers(dir string, m *conformance.Model) (LowerSet, error) {
+	paths, err := k.BuildPaths(dir, m)
+	if err != nil {
+		return nil, err
+	}
+	return localLowers{k: k, paths: paths}, nil
+}
+
+type localLowers struct {
+	k     LSMTReadOnly
+	paths []string
+}
+
+func (l localLowers) Open() ([]core.File, error) { return l.k.OpenLayers(l.paths) }
+func (l localLowers) Close() error               { return nil }
+
+func closeFiles(files []core.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 func (k LSMTReadOnly) buildLayer(dir string, j int, eng core.Engine, m *conformance.Model, runs []run,

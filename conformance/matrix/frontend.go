@@ -106,6 +106,23 @@ func (k nbdWritable) Create(dir string, vsize int64) (conformance.Device, error)
 	if err != nil {
 		return nil, err
 	}
+	return k.export(d, dir)
+}
+
+// CreateOver implements conformance.BaseCreator when the wrapped kind does.
+func (k nbdWritable) CreateOver(dir string, m *conformance.Model) (conformance.Device, error) {
+	bc, ok := k.WritableKind.(conformance.BaseCreator)
+	if !ok {
+		return nil, fmt.Errorf("%s: create over lowers: %w", k.Name(), core.ErrUnsupported)
+	}
+	d, err := bc.CreateOver(dir, m)
+	if err != nil {
+		return nil, err
+	}
+	return k.export(d, dir)
+}
+
+func (k nbdWritable) export(d conformance.Device, dir string) (conformance.Device, error) {
 	nd := &nbdDevice{inner: d, dir: dir}
 	if err := nd.export(); err != nil {
 		d.Close()

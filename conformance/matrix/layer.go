@@ -31,11 +31,28 @@ func (k layerWritable) Create(dir string, vsize int64) (conformance.Device, erro
 	if err != nil {
 		return nil, err
 	}
+	return k.device(d), nil
+}
+
+// CreateOver implements conformance.BaseCreator when the wrapped kind does.
+func (k layerWritable) CreateOver(dir string, m *conformance.Model) (conformance.Device, error) {
+	bc, ok := k.WritableKind.(conformance.BaseCreator)
+	if !ok {
+		return nil, fmt.Errorf("%s: create over lowers: %w", k.Name(), core.ErrUnsupported)
+	}
+	d, err := bc.CreateOver(dir, m)
+	if err != nil {
+		return nil, err
+	}
+	return k.device(d), nil
+}
+
+func (k layerWritable) device(d conformance.Device) conformance.Device {
 	ld := &layerDevice{Device: d, seal: k.seal, wrap: k.wrap}
 	if k.crash != nil {
-		return &crashDevice{ld, k.crash}, nil
+		return &crashDevice{ld, k.crash}
 	}
-	return ld, nil
+	return ld
 }
 
 type layerDevice struct {

@@ -20,6 +20,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/conformance"
 	"github.com/overlaybd-go/overlaybd/conformance/kinds"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/plugins"
 
@@ -74,6 +75,9 @@ type Result struct {
 	Engine *core.EngineStats `json:"engine_stats,omitempty"`
 	Codec  *CodecCounts      `json:"codec_stats,omitempty"`
 	Cache  *core.CacheStats  `json:"cache_stats,omitempty"`
+	// Remote are the registry's and the registry client's counters of
+	// remote cells.
+	Remote *RemoteCounts `json:"remote_stats,omitempty"`
 }
 
 // Filter selects cells: an empty field selects every value.
@@ -139,14 +143,10 @@ func (o Options) Declared(c Cell) (Status, string) {
 		return Impossible, "block CRCs are a ZFile feature; an uncompressed layer has none to turn off (the crc column is the only one of the pair)"
 	case c.Frontend == "tcmu":
 		return NotRun, "TCMU needs the target_core_user kernel module and configfs: it runs in the VM tier (frontends/tcmu tests), not here"
-	case c.Cache != "local" && c.Engine != "psync":
-		return Impossible, "caches do their own file IO (core.CacheConfig has no IO engine): the engine column applies to local layer files only, so remote cells run once, in the psync row"
-	case c.Cache != "local" && c.Upper != "none":
-		return NotRun, "remote lowers beneath a writable upper are not wired yet (the writable scenario stacks its own local commits)"
+	case c.Cache != "local" && c.Upper == "none" && c.Engine != "psync":
+		return Impossible, "a remote read-only stack has no local file for the IO engine to serve: the caches open their own files with the os package (core.CacheConfig has no IO engine), so these run once, in the psync row (with a writable upper the engine serves the upper and the cell runs)"
 	case strings.HasSuffix(c.Codec, "-native") && !registered(c.Codec):
 		return Impossible, "the cgo codec flavour " + c.Codec + " exists only in builds with -tags cgo_codecs"
-	case c.Upper != "none" && (c.Codec != "none" || c.Envelope != "plain"):
-		return NotRun, "under a writable upper the scenario stacks its own uncompressed commits and seals; compressed or tar-wrapped lowers beneath an upper are not wired yet"
 	}
 	if algo, ok := strings.CutSuffix(c.Codec, "-plugin"); ok && o.PluginBins[algo] == "" {
 		return NotRun, "no " + algo + " codec plugin binary was given (--plugin-" + algo + ", built from plugins/examples/" + algo + "-cgo)"
@@ -274,12 +274,22 @@ func runCell(c Cell, opts Options, r *Result) error {
 	}
 	logf := func(string, ...any) {}
 	name := c.String()
+	h := newHarness(name)
+	defer h.close()
+	// The cell's lowers: two committed or sealed layers, compressed and
+	// wrapped as the cell says, local files or blobs of a registry read
+	// through the cell's cache.
+	ro := kinds.LSMTReadOnly{Layers: 2, Seal: c.Layer == "sealed", Tar: c.Envelope == "tar", Engine: eng}
+	if c.Codec != "none" {
+		ro.ZFile = &zfile.Options{Algorithm: algorithmOf(c.Codec), NoCRC: !c.CRC, Workers: 1}
+	}
+	var lowers kinds.Lowers = ro
+	var rs *remoteStats
+	if c.Cache != "local" {
+		rs = &remoteStats{}
+		lowers = registryLowers{ro: ro, cache: strings.TrimPrefix(c.Cache, "remote-"), h: h, stats: rs}
+	}
 	if c.Upper == "none" {
-		var kind conformance.ReadOnlyKind
-		ro := kinds.LSMTReadOnly{Layers: 2, Seal: c.Layer == "sealed", Tar: c.Envelope == "tar", Engine: eng}
-		if c.Codec != "none" {
-			ro.ZFile = &zfile.Options{Algorithm: algorithmOf(c.Codec), NoCRC: !c.CRC, Workers: 1}
-		}
 		reads := 1000
 		if opts.Quick {
 			reads = 200
@@ -287,12 +297,9 @@ func runCell(c Cell, opts Options, r *Result) error {
 		if opts.Ops > 0 {
 			reads = opts.Ops
 		}
-		kind = namedReadOnly{ro, name}
-		if c.Cache != "local" {
-			rec := &recordingEngine{Engine: eng}
-			ro.Engine = rec
-			r.Cache = &core.CacheStats{}
-			kind = remoteReadOnly{inner: ro, rec: rec, cache: strings.TrimPrefix(c.Cache, "remote-"), name: name, stats: r.Cache}
+		var kind conformance.ReadOnlyKind = namedReadOnly{ro, name}
+		if rs != nil {
+			kind = remoteReadOnly{lowers: lowers.(registryLowers), name: name}
 		}
 		if c.Frontend == "nbd" {
 			kind = nbdReadOnly{kind}
@@ -308,7 +315,13 @@ func runCell(c Cell, opts Options, r *Result) error {
 		if opts.Ops > 0 {
 			ops = opts.Ops
 		}
-		lw := layerWritable{WritableKind: kinds.LSMTWritable{Sparse: c.Upper == "sparse", Engine: eng}, seal: c.Layer == "sealed", wrap: opts.WrapFile}
+		wk := kinds.LSMTWritable{Sparse: c.Upper == "sparse", Engine: eng, Lowers: lowers}
+		if c.Codec != "none" || c.Envelope == "tar" {
+			// The layers the scenario freezes take the cell's envelope
+			// too.
+			wk.Envelope = &envelope.CreateOptions{ZFile: ro.ZFile, Tar: c.Envelope == "tar"}
+		}
+		lw := layerWritable{WritableKind: wk, seal: c.Layer == "sealed", wrap: opts.WrapFile}
 		if cs, ok := eng.(CrashSimulator); ok {
 			lw.crash = cs
 		}
@@ -316,17 +329,23 @@ func runCell(c Cell, opts Options, r *Result) error {
 		if c.Frontend == "nbd" {
 			w = nbdWritable{w}
 		}
-		if _, err := conformance.RunWritable(w, dir, conformance.WritableOptions{Seed: opts.Seed, Ops: ops, VirtualSize: 8 << 20, Cell: name, Logf: logf}); err != nil {
+		if _, err := conformance.RunWritable(w, dir, conformance.WritableOptions{Seed: opts.Seed, Ops: ops, VirtualSize: 8 << 20,
+			Base: true, Cell: name, Logf: logf}); err != nil {
 			return err
 		}
 	}
 	st := eng.Stats()
 	r.Engine = &st
-	if r.Cache != nil {
-		if cs := *r.Cache; cs.Misses == 0 || cs.FetchedBytes == 0 {
+	if rs != nil {
+		r.Cache, r.Remote = &rs.cache, &rs.remote
+		if cs := rs.cache; cs.Misses == 0 || cs.FetchedBytes == 0 {
 			return fmt.Errorf("cell %s: cache %s did not serve the IO (counters %+v)", name, c.Cache, cs)
 		}
-	} else if st.Reads == 0 {
+		if rc := rs.remote; rc.BlobRequests == 0 || rc.BlobBytes == 0 || rc.TokenRequests == 0 || rc.AuthRounds == 0 {
+			return fmt.Errorf("cell %s: the registry did not serve the lowers with authentication (counters %+v)", name, rc)
+		}
+	}
+	if st.Reads == 0 && (rs == nil || c.Upper != "none") {
 		return fmt.Errorf("cell %s: engine %s did not serve the reads (counters %+v)", name, c.Engine, st)
 	}
 	if st.Writes == 0 {

@@ -2,112 +2,176 @@ package matrix
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/overlaybd-go/overlaybd/conformance"
+	"github.com/overlaybd-go/overlaybd/conformance/kinds"
 	"github.com/overlaybd-go/overlaybd/core"
-	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/remote"
+	"github.com/overlaybd-go/overlaybd/internal/registrytest"
 
 	_ "github.com/overlaybd-go/overlaybd/caches/all" // the caches
 )
 
-// recordingEngine records the files an engine opens read-only: the layer
-// files a read-only kind's Build produced.
-type recordingEngine struct {
-	core.Engine
-	mu    sync.Mutex
-	paths []string
+// The repository, user and password of the cells' registry.
+const (
+	registryRepo = "conformance/layers"
+	registryUser = "conformance"
+	registryPass = "conformance-pw"
+)
+
+// RemoteCounts are what the registry and the registry client of a remote
+// cell served.
+type RemoteCounts struct {
+	// BlobRequests and BlobBytes are the blob GETs the registry served
+	// and their body bytes; TokenRequests the token server's requests.
+	BlobRequests, BlobBytes, TokenRequests int64
+	// AuthRounds and DataRequests are the registry client's own
+	// counters.
+	AuthRounds, DataRequests uint64
 }
 
-func (e *recordingEngine) Open(path string, o core.OpenOptions) (core.File, error) {
-	if o.Flag&(os.O_WRONLY|os.O_RDWR) == 0 {
-		e.mu.Lock()
-		e.paths = append(e.paths, path)
-		e.mu.Unlock()
-	}
-	return e.Engine.Open(path, o)
+// remoteStats receives the counters of a remote cell when its lowers are
+// released.
+type remoteStats struct {
+	cache  core.CacheStats
+	remote RemoteCounts
 }
 
-// blobServer serves files as registry blobs (GET and HEAD with byte ranges,
-// as a registry's blob endpoint does) on 127.0.0.1.
-type blobServer struct {
-	srv   *http.Server
-	ln    net.Listener
-	blobs map[string]string // "/v2/conformance/blobs/<digest>" → path
-	done  chan struct{}
+// registryLowers builds the layers of a read-only kind, pushes them as
+// blobs to an in-process registry (distribution's, with token
+// authentication) and opens them with remote.Client, with credentials from
+// a credential file, through the named cache, as a daemon opens remote
+// lowers.
+type registryLowers struct {
+	ro    kinds.LSMTReadOnly
+	cache string
+	h     *harness
+	stats *remoteStats
 }
 
-func newBlobServer(paths []string) (*blobServer, []string, error) {
-	b := &blobServer{blobs: map[string]string{}, done: make(chan struct{})}
-	var urls []string
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+var _ kinds.Lowers = registryLowers{}
+
+func (k registryLowers) BuildLowers(dir string, m *conformance.Model) (kinds.LowerSet, error) {
+	paths, err := k.ro.BuildPaths(dir, m)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	b.ln = ln
-	for _, p := range paths {
-		d, err := fileDigest(p)
-		if err != nil {
-			ln.Close()
-			return nil, nil, err
+	s := &registrySet{ro: k.ro, stats: k.stats}
+	err = k.h.guard(func() {
+		s.reg = registrytest.New(k.h, registrytest.Options{Auth: registrytest.Token,
+			Users: map[string]string{registryUser: registryPass}})
+		for _, p := range paths {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				k.h.Fatal(err)
+			}
+			dgst := s.reg.PushBlob(k.h, registryRepo, data)
+			s.urls = append(s.urls, remote.BlobURL(s.reg.RepoBlobURL(registryRepo), dgst))
 		}
-		route := "/v2/conformance/blobs/" + d
-		b.blobs[route] = p
-		urls = append(urls, "http://"+ln.Addr().String()+route)
-	}
-	b.srv = &http.Server{Handler: http.HandlerFunc(b.serve), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: nil}
-	go func() { defer close(b.done); b.srv.Serve(ln) }()
-	return b, urls, nil
-}
-
-func (b *blobServer) serve(w http.ResponseWriter, r *http.Request) {
-	p, ok := b.blobs[r.URL.Path]
-	if !ok || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-		http.NotFound(w, r)
-		return
-	}
-	f, err := os.Open(p)
+	})
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+		return nil, fmt.Errorf("registry: %w", err)
 	}
-	defer f.Close()
-	w.Header().Set("Docker-Content-Digest", strings.TrimPrefix(r.URL.Path, "/v2/conformance/blobs/"))
-	http.ServeContent(w, r, "", time.Time{}, f)
-}
-
-func (b *blobServer) close() error {
-	err := b.srv.Close()
-	<-b.done
-	return err
-}
-
-func fileDigest(p string) (string, error) {
-	f, err := os.Open(p)
+	s.reg.ResetCounts()
+	cred := filepath.Join(dir, "cred.json")
+	doc := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, s.reg.Host()+"/"+registryRepo,
+		base64.StdEncoding.EncodeToString([]byte(registryUser+":"+registryPass)))
+	if err := os.WriteFile(cred, []byte(doc), 0o600); err != nil {
+		return nil, err
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if s.client, err = remote.NewClient(remote.Options{Credentials: &remote.FileCredentials{Path: cred}, Logger: quiet}); err != nil {
+		return nil, err
+	}
+	factory, err := core.Caches.Lookup(k.cache)
 	if err != nil {
-		return "", err
+		s.client.Close()
+		return nil, err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+	if s.cache, err = factory(core.CacheConfig{Dir: filepath.Join(dir, "cache"), CapacityBytes: 256 << 20,
+		RefillSize: 256 << 10, BlockSize: 64 << 10, Logger: quiet}); err != nil {
+		s.client.Close()
+		return nil, fmt.Errorf("cache %s: %w", k.cache, err)
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	for i := range s.urls {
+		ldir := filepath.Join(dir, fmt.Sprintf("layer-dir-%d", i))
+		if err := os.MkdirAll(ldir, 0o755); err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.dirs = append(s.dirs, ldir)
+	}
+	return s, nil
+}
+
+// registrySet is a set of remote lowers: the registry that serves them,
+// the client and the cache they are read through.
+type registrySet struct {
+	ro     kinds.LSMTReadOnly
+	reg    *registrytest.Registry
+	urls   []string
+	dirs   []string
+	client *remote.Client
+	cache  core.Cache
+	stats  *remoteStats
+}
+
+// Open opens every blob through the cache and removes its envelope.
+func (s *registrySet) Open() ([]core.File, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var files []core.File
+	fail := func(err error) ([]core.File, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
+	}
+	for i, u := range s.urls {
+		blob, err := s.client.Open(ctx, u)
+		if err != nil {
+			return fail(fmt.Errorf("open blob %d: %w", i, err))
+		}
+		cf, err := s.cache.Open(ctx, layerSource{blob, s.dirs[i]})
+		if err != nil {
+			blob.Close()
+			return fail(fmt.Errorf("cache: open blob %d: %w", i, err))
+		}
+		bf := &blobFile{File: cf, blob: blob}
+		inner, err := s.ro.Unwrap(bf)
+		if err != nil {
+			bf.Close()
+			return fail(fmt.Errorf("blob %d: %w", i, err))
+		}
+		files = append(files, inner)
+	}
+	return files, nil
+}
+
+// Close records the counters and closes the cache and the client (the
+// registry stops with the cell's harness).
+func (s *registrySet) Close() error {
+	if s.stats != nil {
+		s.stats.cache = s.cache.Stats()
+		rc := s.reg.Counts()
+		cs := s.client.Stats()
+		s.stats.remote = RemoteCounts{BlobRequests: rc.BlobRequests, BlobBytes: rc.BlobBytes, TokenRequests: rc.TokenRequests,
+			AuthRounds: cs.AuthRounds, DataRequests: cs.DataRequests}
+	}
+	var err error
+	if s.cache != nil {
+		err = s.cache.Close()
+	}
+	return errors.Join(err, s.client.Close())
 }
 
 // layerSource gives a blob the layer directory the download cache keeps
@@ -119,109 +183,62 @@ type layerSource struct {
 
 func (s layerSource) LayerDir() string { return s.dir }
 
-// remoteReadOnly builds the layers of a read-only kind, serves them as
-// blobs over HTTP and opens them through remote.Client and the named cache,
-// as a daemon opens remote lowers.
-type remoteReadOnly struct {
-	inner interface {
-		conformance.ReadOnlyKind
+// blobFile is a cached blob whose Close closes the blob after the cache
+// file.
+type blobFile struct {
+	core.File
+	blob *remote.Blob
+}
+
+func (f *blobFile) Invalidate(off, length int64) error {
+	if inv, ok := f.File.(core.Invalidator); ok {
+		return inv.Invalidate(off, length)
 	}
-	rec   *recordingEngine
-	cache string
-	name  string
-	// stats receives the cache's counters when the file closes.
-	stats *core.CacheStats
+	return f.blob.Invalidate(off, length)
+}
+
+func (f *blobFile) Close() error { return errors.Join(f.File.Close(), f.blob.Close()) }
+
+// remoteReadOnly is the read-only kind of a remote cell: the layers of the
+// registry, stacked.
+type remoteReadOnly struct {
+	lowers registryLowers
+	name   string
 }
 
 func (k remoteReadOnly) Name() string { return k.name }
 
 func (k remoteReadOnly) Build(dir string, m *conformance.Model) (core.File, error) {
-	f, err := k.inner.Build(dir, m)
+	set, err := k.lowers.BuildLowers(dir, m)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	srv, urls, err := newBlobServer(k.rec.paths)
+	files, err := set.Open()
 	if err != nil {
+		set.Close()
 		return nil, err
 	}
-	rf := &remoteFile{srv: srv, stats: k.stats}
-	fail := func(err error) (core.File, error) {
-		rf.Close()
-		return nil, err
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if rf.client, err = remote.NewClient(remote.Options{Logger: quiet}); err != nil {
-		return fail(err)
-	}
-	factory, err := core.Caches.Lookup(k.cache)
+	st, err := lsmt.OpenStack(files, nil)
 	if err != nil {
-		return fail(err)
-	}
-	if rf.cache, err = factory(core.CacheConfig{Dir: filepath.Join(dir, "cache"), CapacityBytes: 256 << 20,
-		RefillSize: 256 << 10, BlockSize: 64 << 10, Logger: quiet}); err != nil {
-		return fail(fmt.Errorf("cache %s: %w", k.cache, err))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var files []core.File
-	for i, u := range urls {
-		blob, err := rf.client.Open(ctx, u)
-		if err != nil {
-			return fail(fmt.Errorf("open blob %d: %w", i, err))
-		}
-		rf.blobs = append(rf.blobs, blob)
-		ldir := filepath.Join(dir, fmt.Sprintf("layer-dir-%d", i))
-		if err := os.MkdirAll(ldir, 0o755); err != nil {
-			return fail(err)
-		}
-		cf, err := rf.cache.Open(ctx, layerSource{blob, ldir})
-		if err != nil {
-			return fail(fmt.Errorf("cache %s: open blob %d: %w", k.cache, i, err))
-		}
-		inner, _, err := envelope.Open(cf)
-		if err != nil {
-			cf.Close()
-			return fail(fmt.Errorf("blob %d: %w", i, err))
-		}
-		files = append(files, inner)
-	}
-	if rf.File, err = lsmt.OpenStack(files, nil); err != nil {
 		for _, f := range files {
 			f.Close()
 		}
-		return fail(err)
+		set.Close()
+		return nil, err
 	}
-	return rf, nil
+	return &remoteFile{File: st, set: set}, nil
 }
 
 // remoteFile is a stack of remote layers; Close closes it with everything
 // beneath it.
 type remoteFile struct {
 	core.File
-	srv    *blobServer
-	client *remote.Client
-	blobs  []*remote.Blob
-	cache  core.Cache
-	stats  *core.CacheStats
+	set kinds.LowerSet
 }
 
-func (f *remoteFile) Close() error {
-	var err error
-	if f.File != nil {
-		err = f.File.Close()
-	}
-	if f.cache != nil {
-		*f.stats = f.cache.Stats()
-		err = errors.Join(err, f.cache.Close())
-	}
-	for _, b := range f.blobs {
-		err = errors.Join(err, b.Close())
-	}
-	if f.client != nil {
-		err = errors.Join(err, f.client.Close())
-	}
-	return errors.Join(err, f.srv.close())
+// BlockStatus reports the stack's extents.
+func (f *remoteFile) BlockStatus(off, length int64) ([]core.Extent, error) {
+	return f.File.(core.BlockStatuser).BlockStatus(off, length)
 }
+
+func (f *remoteFile) Close() error { return errors.Join(f.File.Close(), f.set.Close()) }
