@@ -3,13 +3,16 @@
 # and a 9p share, runs one guest script inside, and exits with the script's
 # exit code.
 #
-#   test/vm/run.sh [-s SHARE] [-t SECONDS] [-m MIB] [-k] GUEST_SCRIPT [ARGS...]
+#   test/vm/run.sh [-s SHARE] [-t SECONDS] [-m MIB] [-k] [-n] GUEST_SCRIPT [ARGS...]
 #
 #   -s SHARE    host directory shared with the guest at /mnt (default: a new
 #               directory under the cache). The guest script is copied into it.
 #   -t SECONDS  bound on the whole guest run (default 300, env VM_TIMEOUT).
 #   -m MIB      guest memory (default 768, env VM_MEM).
 #   -k          keep the share directory even on success.
+#   -n          give the guest a network card on qemu's user-mode network
+#               (virtio-net, eth0; the guest script configures it: the host's
+#               127.0.0.1 is reachable from the guest as 10.0.2.2).
 #
 # Inside the guest the script runs as `sh /mnt/<script> ARGS...` with the
 # working directory /mnt, configfs mounted, and the modules target_core_user,
@@ -33,26 +36,28 @@ TIMEOUT=${VM_TIMEOUT:-300}
 MEM=${VM_MEM:-768}
 SHARE=""
 KEEP=0
+NET=(-net none)
 # Top-level modules the guest loads; their dependency closures are computed
 # with modprobe --show-depends against the unpacked kernel.
 MODULES=(configfs uio target_core_mod target_core_user tcm_loop sd_mod
-	virtio_pci 9pnet_virtio 9p ext4 nbd loop crc32c_generic crc32c_intel)
+	virtio_pci 9pnet_virtio 9p ext4 nbd loop crc32c_generic crc32c_intel virtio_net)
 PACKAGES=(qemu-system-x86 busybox-static cpio kmod xz-utils)
 
 die() { echo "test/vm: $*" >&2; exit 125; }
 log() { echo "test/vm: $*" >&2; }
 
-while getopts "s:t:m:k" opt; do
+while getopts "s:t:m:kn" opt; do
 	case $opt in
 	s) SHARE=$OPTARG ;;
 	t) TIMEOUT=$OPTARG ;;
 	m) MEM=$OPTARG ;;
 	k) KEEP=1 ;;
-	*) die "usage: $0 [-s SHARE] [-t SECONDS] [-m MIB] [-k] GUEST_SCRIPT [ARGS...]" ;;
+	n) NET=(-nic user,model=virtio-net-pci) ;;
+	*) die "usage: $0 [-s SHARE] [-t SECONDS] [-m MIB] [-k] [-n] GUEST_SCRIPT [ARGS...]" ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 1 ] || die "usage: $0 [-s SHARE] [-t SECONDS] [-m MIB] [-k] GUEST_SCRIPT [ARGS...]"
+[ $# -ge 1 ] || die "usage: $0 [-s SHARE] [-t SECONDS] [-m MIB] [-k] [-n] GUEST_SCRIPT [ARGS...]"
 SCRIPT=$1
 shift
 [ -f "$SCRIPT" ] || die "guest script $SCRIPT not found"
@@ -208,7 +213,7 @@ start=$(date +%s)
 set +e
 timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
 	-cpu max -smp 2 -accel tcg,thread=multi -m "$MEM" \
-	-nodefaults -display none -serial stdio -net none -no-reboot \
+	-nodefaults -display none -serial stdio "${NET[@]}" -no-reboot \
 	-kernel "$VMLINUX" -initrd "$INITRD" \
 	-append "console=ttyS0 panic=-1 quiet loglevel=4 obd.script=$NAME" \
 	-virtfs "local,path=$SHARE,mount_tag=host0,security_model=none,id=host0" \

@@ -91,8 +91,9 @@ func buildStatic(t *testing.T, dir string, pkgs ...string) {
 	run(t, repoRoot(t), []string{"CGO_ENABLED=0"}, "go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
 }
 
-// boot runs a guest script from test/vm/guest in the VM with the share.
-func boot(t *testing.T, shareDir, script string, timeout time.Duration) {
+// boot runs a guest script from test/vm/guest in the VM with the share;
+// flags are more options of run.sh (e.g. "-n" for a network card).
+func boot(t *testing.T, shareDir, script string, timeout time.Duration, flags ...string) {
 	t.Helper()
 	root := repoRoot(t)
 	scripts, _ := filepath.Glob(filepath.Join(root, "test/vm/guest", "*.sh"))
@@ -107,8 +108,8 @@ func boot(t *testing.T, shareDir, script string, timeout time.Duration) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "test/vm/run.sh"), "-s", shareDir,
-		"-t", strconv.Itoa(int(timeout.Seconds())), filepath.Join(shareDir, script))
+	args := append([]string{"-s", shareDir, "-t", strconv.Itoa(int(timeout.Seconds()))}, flags...)
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "test/vm/run.sh"), append(args, filepath.Join(shareDir, script))...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
@@ -185,8 +186,9 @@ func globalConfig(t *testing.T, dir string) {
 
 // ext4Lower builds an ext4 file system with known files, imports it as a
 // committed LSMT layer of vsize bytes and returns the raw image path, the
-// expected sha256 list and the 4 KiB block ranges of /big.bin.
-func ext4Lower(t *testing.T, dir, commit string, vsize int64) (raw string, blocks []string) {
+// expected sha256 list and the 4 KiB block ranges of /big.bin. Files in
+// extra are added to the file system but not to the expected list.
+func ext4Lower(t *testing.T, dir, commit string, vsize int64, extra ...map[string][]byte) (raw string, blocks []string) {
 	t.Helper()
 	src := filepath.Join(t.TempDir(), "root")
 	r := rand.New(rand.NewPCG(7, 7))
@@ -195,7 +197,16 @@ func ext4Lower(t *testing.T, dir, commit string, vsize int64) (raw string, block
 		"dir/sub/data.bin": make([]byte, 300<<10),
 		"big.bin":          make([]byte, 6<<20),
 	}
+	all := map[string][]byte{}
+	for _, m := range extra {
+		for name, b := range m {
+			all[name] = b
+		}
+	}
 	for name, b := range files {
+		all[name] = b
+	}
+	for name, b := range all {
 		for i := range b {
 			if len(b) > 1000 {
 				b[i] = byte(r.Uint32())

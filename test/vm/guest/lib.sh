@@ -28,7 +28,7 @@ wait_for() {
 # start_daemon: run overlaybd-tcmu with /mnt/overlaybd.json (positional
 # argument, as upstream's unit passes it) and wait until it serves.
 start_daemon() {
-	mark=$(wc -l <$DLOG 2>/dev/null || echo 0)
+	mark=$(cat $DLOG 2>/dev/null | wc -l)
 	/opt/bin/overlaybd-tcmu /mnt/overlaybd.json 2>>/mnt/daemon.stderr &
 	DPID=$!
 	wait_for 30 sh -c "! kill -0 $DPID || tail -n +$((mark + 1)) $DLOG | grep -q 'serving TCMU devices'"
