@@ -51,6 +51,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/remote"
 	_ "github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/frontends/tcmu"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
@@ -74,11 +75,6 @@ func main() {
 	os.Exit(code)
 }
 
-// normalize lets every flag be spelled with '_' or '-'.
-func normalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-	return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
-}
-
 const usage = `usage: overlaybd-tcmu [CONFIG_PATH] [--service_config_path F] [--verbose]
 
 Serves overlaybd images as SCSI disks through the kernel's TCMU backend
@@ -89,10 +85,7 @@ Flags:
 `
 
 func run(ctx context.Context, args []string, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("overlaybd-tcmu", pflag.ContinueOnError)
-	fs.SetNormalizeFunc(normalize)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := cli.NewFlagSet("overlaybd-tcmu", stderr, usage)
 	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath)
 	verbose := fs.BoolP("verbose", "v", false, "debug logging, whatever logConfig says")
 	if err := fs.Parse(args); err != nil {
