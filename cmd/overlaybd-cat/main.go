@@ -18,9 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
@@ -30,16 +28,9 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	_ "github.com/overlaybd-go/overlaybd/engines/all"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
-)
-
-// Exit codes, as the project's other tools (upstream's CLI11 codes).
-const (
-	exitOK         = 0
-	exitValidation = 105
-	exitRequired   = 106
-	exitFailure    = 255
 )
 
 const usage = `Usage: overlaybd-cat [OPTIONS] (--config CONFIG.v1.json | [--upper-data D [--upper-index I]] LAYER...)
@@ -68,12 +59,7 @@ type options struct {
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("overlaybd-cat", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
-	})
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := cli.NewFlagSet("overlaybd-cat", stderr, usage)
 	var o options
 	fs.StringVar(&o.serviceConfig, "service-config-path", "", "global configuration (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist); its codecPlugins serve lz4/zstd")
 	fs.StringVarP(&o.output, "output", "o", "", "write the disk to this file (created or truncated, sparse) instead of standard output")
@@ -81,11 +67,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer)
 	fs.StringVar(&o.upperData, "upper-data", "", "data file of a writable layer on top of the LAYERs")
 	fs.StringVar(&o.upperIndex, "upper-index", "", "index file of that writable layer (omit for a sparse layer)")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "overlaybd-cat: %v\n", err)
-		return exitValidation
+		return cli.PrefixedParseError(stderr, "overlaybd-cat", err, cli.ExitValidation)
 	}
 	layers := fs.Args()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -95,21 +77,21 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer)
 	}
 	switch {
 	case o.config != "" && (len(layers) > 0 || o.upperData != "" || o.upperIndex != ""):
-		return fail(exitValidation, "--config cannot be combined with LAYER arguments or --upper-data/--upper-index")
+		return fail(cli.ExitValidation, "--config cannot be combined with LAYER arguments or --upper-data/--upper-index")
 	case o.upperIndex != "" && o.upperData == "":
-		return fail(exitValidation, "--upper-index needs --upper-data")
+		return fail(cli.ExitValidation, "--upper-index needs --upper-data")
 	case o.config == "" && len(layers) == 0 && o.upperData == "":
 		fs.Usage()
-		return fail(exitRequired, "nothing to read: give --config, or LAYERs and/or --upper-data")
+		return fail(cli.ExitRequired, "nothing to read: give --config, or LAYERs and/or --upper-data")
 	}
 
 	global, err := config.LoadGlobal(o.serviceConfig)
 	if err != nil {
-		return fail(exitFailure, "%v", err)
+		return fail(cli.ExitFailure, "%v", err)
 	}
 	host, err := plugins.LoadGlobal(ctx, global, plugins.WithLogger(log))
 	if err != nil {
-		return fail(exitFailure, "start codec plugins: %v", err)
+		return fail(cli.ExitFailure, "start codec plugins: %v", err)
 	}
 	defer host.CloseLogging(log)
 	inputs := append([]string{o.config, o.upperData, o.upperIndex}, layers...)
@@ -121,7 +103,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer)
 		view, closeView, err = openLayers(global, layers, o.upperData, o.upperIndex, log)
 	}
 	if err != nil {
-		return fail(exitFailure, "%v", err)
+		return fail(cli.ExitFailure, "%v", err)
 	}
 	defer closeView()
 
@@ -129,17 +111,17 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer)
 	defer bar.Finish()
 	if o.output == "" {
 		if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			return fail(exitValidation, "standard output is a terminal: redirect it or use -o FILE")
+			return fail(cli.ExitValidation, "standard output is a terminal: redirect it or use -o FILE")
 		}
 		if err := copyOut(stdout, view, bar); err != nil {
-			return fail(exitFailure, "%v", err)
+			return fail(cli.ExitFailure, "%v", err)
 		}
-		return exitOK
+		return cli.ExitOK
 	}
 	if err := writeSparse(o.output, view, inputs, bar); err != nil {
-		return fail(exitFailure, "%v", err)
+		return fail(cli.ExitFailure, "%v", err)
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // openLayer opens one read-only layer through its envelope (tar, ZFile).

@@ -20,6 +20,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -247,16 +248,16 @@ func TestCatErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"--config", cfg, v(t, "stack/A.commit")}, exitValidation, "cannot be combined"},
-		{[]string{"--upper-index", v(t, "lsmt/rw-log.index")}, exitValidation, "needs --upper-data"},
-		{nil, exitRequired, "nothing to read"},
-		{[]string{"--bogus"}, exitValidation, "unknown flag"},
-		{[]string{filepath.Join(dir, "missing.commit")}, exitFailure, "missing.commit"},
-		{[]string{v(t, "zfile/plain.lz4-bs4.zfile")}, exitFailure, "not an LSMT layer"},
-		{[]string{v(t, "lsmt/rw-log.data")}, exitFailure, "layer 0"},
-		{[]string{"--config", cfg}, exitFailure, ""},
-		{[]string{"--service-config-path", filepath.Join(dir, "none.json"), v(t, "stack/A.commit")}, exitFailure, "none.json"},
-		{[]string{"-o", out, "--config", cfg}, exitFailure, ""},
+		{[]string{"--config", cfg, v(t, "stack/A.commit")}, cli.ExitValidation, "cannot be combined"},
+		{[]string{"--upper-index", v(t, "lsmt/rw-log.index")}, cli.ExitValidation, "needs --upper-data"},
+		{nil, cli.ExitRequired, "nothing to read"},
+		{[]string{"--bogus"}, cli.ExitValidation, "unknown flag"},
+		{[]string{filepath.Join(dir, "missing.commit")}, cli.ExitFailure, "missing.commit"},
+		{[]string{v(t, "zfile/plain.lz4-bs4.zfile")}, cli.ExitFailure, "not an LSMT layer"},
+		{[]string{v(t, "lsmt/rw-log.data")}, cli.ExitFailure, "layer 0"},
+		{[]string{"--config", cfg}, cli.ExitFailure, ""},
+		{[]string{"--service-config-path", filepath.Join(dir, "none.json"), v(t, "stack/A.commit")}, cli.ExitFailure, "none.json"},
+		{[]string{"-o", out, "--config", cfg}, cli.ExitFailure, ""},
 	}
 	for _, c := range cases {
 		_, code, stderr := cat(t, c.args...)
@@ -268,7 +269,7 @@ func TestCatErrors(t *testing.T) {
 	cp := filepath.Join(dir, "A.commit")
 	b, _ := os.ReadFile(v(t, "stack/A.commit"))
 	os.WriteFile(cp, b, 0o644)
-	if _, code, stderr := cat(t, "-o", cp, cp); code != exitFailure || !strings.Contains(stderr, "refusing to overwrite") {
+	if _, code, stderr := cat(t, "-o", cp, cp); code != cli.ExitFailure || !strings.Contains(stderr, "refusing to overwrite") {
 		t.Errorf("output = input: exit %d, %s", code, stderr)
 	}
 	if fileHash(t, cp) != fileHash(t, v(t, "stack/A.commit")) {

@@ -1,7 +1,8 @@
 package main
 
 import (
-	"os"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,13 +13,10 @@ import (
 // writes nothing to standard output.
 func TestBadCodecPlugin(t *testing.T) {
 	dir := t.TempDir()
-	svc := filepath.Join(dir, "overlaybd.json")
-	if err := os.WriteFile(svc, []byte(`{"codecPlugins": [{"path": "no-such-plugin", "algorithms": ["zstd"]}]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	svc := clitest.PluginConfig(t, dir, "no-such-plugin", "zstd")
 	got, code, stderr := cat(t, "--service_config_path", svc, v(t, "lsmt/rw-log.zstd-bs4.zcommit"))
-	if code != exitFailure || !strings.Contains(stderr, "start codec plugins") || !strings.Contains(stderr, filepath.Join(dir, "no-such-plugin")) {
-		t.Fatalf("exit %d, stderr %q; want %d and a message naming the plugin", code, stderr, exitFailure)
+	if code != cli.ExitFailure || !strings.Contains(stderr, "start codec plugins") || !strings.Contains(stderr, filepath.Join(dir, "no-such-plugin")) {
+		t.Fatalf("exit %d, stderr %q; want %d and a message naming the plugin", code, stderr, cli.ExitFailure)
 	}
 	if got != "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" { // sha256 of nothing
 		t.Fatalf("wrote data (sha256 %s) after a failed start", got)

@@ -11,6 +11,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -24,20 +25,20 @@ func vec(t *testing.T, rel string) string { return testvectors.Path(t, rel) }
 func TestCommitVector(t *testing.T) {
 	dir := t.TempDir()
 	args := append(append([]string{}, rwlogArgs...), vec(t, "lsmt/rw-log.data"), vec(t, "lsmt/rw-log.index"), "OUT")
-	code, out, errOut := tool(t, dir, args...)
+	code, out, errOut := clitest.Run(t, dir, args...)
 	if code != 0 || out != success {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	sameFileBytes(t, filepath.Join(dir, "OUT"), vec(t, "lsmt/rw-log.commit"))
+	clitest.SameFile(t, filepath.Join(dir, "OUT"), vec(t, "lsmt/rw-log.commit"))
 	// The output exists now: without -f that is an error, with -f it is
 	// replaced.
-	if code, out, _ := tool(t, dir, args...); code != 255 || out != "" {
+	if code, out, _ := clitest.Run(t, dir, args...); code != 255 || out != "" {
 		t.Fatalf("existing output: exit %d, stdout %q", code, out)
 	}
-	if code, _, _ := tool(t, dir, append([]string{"-f"}, args...)...); code != 0 {
+	if code, _, _ := clitest.Run(t, dir, append([]string{"-f"}, args...)...); code != 0 {
 		t.Fatalf("-f: exit %d", code)
 	}
-	sameFileBytes(t, filepath.Join(dir, "OUT"), vec(t, "lsmt/rw-log.commit"))
+	clitest.SameFile(t, filepath.Join(dir, "OUT"), vec(t, "lsmt/rw-log.commit"))
 }
 
 // inner opens a (possibly wrapped) output and returns its innermost bytes.
@@ -70,7 +71,7 @@ func TestCommitZFile(t *testing.T) {
 			name := "rw-log." + algo + "-bs" + bs + ".zcommit"
 			args := append([]string{"-z", "--algorithm", algo, "--bs", bs}, rwlogArgs...)
 			args = append(args, vec(t, "lsmt/rw-log.data"), vec(t, "lsmt/rw-log.index"), name)
-			if code, out, errOut := tool(t, dir, args...); code != 0 || out != success {
+			if code, out, errOut := clitest.Run(t, dir, args...); code != 0 || out != success {
 				t.Fatalf("%s: exit %d, %q %q", name, code, out, errOut)
 			}
 			got, desc := inner(t, filepath.Join(dir, name))
@@ -78,14 +79,14 @@ func TestCommitZFile(t *testing.T) {
 				t.Fatalf("%s (%s) does not decompress to rw-log.commit", name, desc)
 			}
 			if cgoCodecs {
-				sameFileBytes(t, filepath.Join(dir, name), vec(t, "lsmt/"+name))
+				clitest.SameFile(t, filepath.Join(dir, name), vec(t, "lsmt/"+name))
 			}
 		}
 	}
 	// -t wraps the ZFile in the tar envelope.
 	args := append([]string{"-z", "-t"}, rwlogArgs...)
 	args = append(args, vec(t, "lsmt/rw-log.data"), vec(t, "lsmt/rw-log.index"), "tarred")
-	if code, _, errOut := tool(t, dir, args...); code != 0 {
+	if code, _, errOut := clitest.Run(t, dir, args...); code != 0 {
 		t.Fatalf("-z -t: exit %d: %s", code, errOut)
 	}
 	got, desc := inner(t, filepath.Join(dir, "tarred"))
@@ -103,7 +104,7 @@ func TestSealThenCommitSealed(t *testing.T) {
 		b, _ := os.ReadFile(vec(t, "lsmt/"+n))
 		os.WriteFile(filepath.Join(dir, n), b, 0o644)
 	}
-	if code, out, errOut := tool(t, dir, "--seal", "rw-log.data", "rw-log.index"); code != 0 || out != "" {
+	if code, out, errOut := clitest.Run(t, dir, "--seal", "rw-log.data", "rw-log.index"); code != 0 || out != "" {
 		t.Fatalf("seal: exit %d %q %q", code, out, errOut)
 	}
 	f, _ := os.Open(filepath.Join(dir, "rw-log.data"))
@@ -125,15 +126,15 @@ func TestSealThenCommitSealed(t *testing.T) {
 	}
 	r.Close()
 	args := append([]string{"--commit_sealed"}, rwlogArgs...)
-	if code, out, errOut := tool(t, dir, append(args, "rw-log.data", "OUT")...); code != 0 || out != success {
+	if code, out, errOut := clitest.Run(t, dir, append(args, "rw-log.data", "OUT")...); code != 0 || out != success {
 		t.Fatalf("commit_sealed: exit %d %q %q", code, out, errOut)
 	}
-	sameFileBytes(t, filepath.Join(dir, "OUT"), vec(t, "lsmt/rw-log.commit"))
+	clitest.SameFile(t, filepath.Join(dir, "OUT"), vec(t, "lsmt/rw-log.commit"))
 	// A committed file can be compacted again with --commit_sealed.
-	if code, _, _ := tool(t, dir, append(args, "OUT", "OUT2")...); code != 0 {
+	if code, _, _ := clitest.Run(t, dir, append(args, "OUT", "OUT2")...); code != 0 {
 		t.Fatal(code)
 	}
-	sameFileBytes(t, filepath.Join(dir, "OUT2"), vec(t, "lsmt/rw-log.commit"))
+	clitest.SameFile(t, filepath.Join(dir, "OUT2"), vec(t, "lsmt/rw-log.commit"))
 }
 
 // TestCommitSparse: a layer made by overlaybd-create -s (empty index file)
@@ -148,7 +149,7 @@ func TestCommitSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
-	if code, out, errOut := tool(t, dir, "s.data", "s.index", "s.commit"); code != 0 || out != success {
+	if code, out, errOut := clitest.Run(t, dir, "s.data", "s.index", "s.commit"); code != 0 || out != success {
 		t.Fatalf("exit %d %q %q", code, out, errOut)
 	}
 	f, err := os.Open(filepath.Join(dir, "s.commit"))
@@ -203,7 +204,7 @@ func TestCommitErrors(t *testing.T) {
 		{[]string{data, bad, "o"}, 255, "failed to open the layer"},
 		{[]string{"--commit_sealed", data, "o"}, 255, "failed to open the layer"},
 	} {
-		code, out, errOut := tool(t, dir, c.args...)
+		code, out, errOut := clitest.Run(t, dir, c.args...)
 		if code != c.code || !strings.Contains(errOut, c.msg) || (code != 0 && out != "") {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want %d and %q", c.args, code, out, errOut, c.code, c.msg)
 		}
@@ -212,11 +213,11 @@ func TestCommitErrors(t *testing.T) {
 		t.Fatal("a failed commit left its output")
 	}
 	// The warning about ignored ZFile options appears only when one was given.
-	_, _, errOut := tool(t, dir, append([]string{"--bs", "8"}, data, index, "w1")...)
+	_, _, errOut := clitest.Run(t, dir, append([]string{"--bs", "8"}, data, index, "w1")...)
 	if !strings.Contains(errOut, "will be ignored without '-z'") {
 		t.Fatal("no warning for --bs without -z")
 	}
-	_, _, errOut = tool(t, dir, data, index, "w2")
+	_, _, errOut = clitest.Run(t, dir, data, index, "w2")
 	if strings.Contains(errOut, "will be ignored") {
 		t.Fatal("warning without --bs/--algorithm")
 	}

@@ -23,7 +23,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
@@ -32,19 +31,9 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
-	"github.com/spf13/pflag"
-)
-
-// Exit codes of upstream's argument parser (CLI11) and of failures.
-const (
-	exitOK         = 0
-	exitConversion = 104
-	exitValidation = 105
-	exitRequired   = 106
-	exitExtras     = 109
-	exitFailure    = 255
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -82,12 +71,7 @@ type options struct {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("overlaybd-commit", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
-	})
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := cli.NewFlagSet("overlaybd-commit", stderr, usage)
 	var o options
 	fs.StringVarP(&o.msg, "message", "m", "", "commit message, stored as the layer's user tag (at most 256 bytes)")
 	fs.StringVar(&o.uuid, "uuid", "", "UUID of the new layer (default: the null UUID)")
@@ -110,48 +94,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.serviceConfig, "service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist); an addition to upstream's flags")
 	fs.BoolVar(&o.verbose, "verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
-		return parseExit(err, stderr)
+		return cli.ParseError(stderr, err)
 	}
-	level := slog.LevelInfo
-	if o.verbose {
-		level = slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+	slog.SetDefault(cli.Logger(stderr, o.verbose))
 
 	pos := fs.Args()
-	if len(pos) == 0 {
-		fmt.Fprintln(stderr, "data_file is required\nRun with --help for more information.")
-		return exitRequired
-	}
-	if len(pos) > 3 {
-		fmt.Fprintf(stderr, "The following arguments were not expected: %s\nRun with --help for more information.\n", strings.Join(pos[3:], " "))
-		return exitExtras
+	cmdline := cli.Upstream(stderr)
+	if code, ok := cmdline.Args(pos, 1, "data_file", "index_file", "commit_file"); !ok {
+		return code
 	}
 	if _, err := os.Stat(pos[0]); err != nil {
-		fmt.Fprintf(stderr, "data_file: File does not exist: %s\nRun with --help for more information.\n", pos[0])
-		return exitValidation
+		return cmdline.Errorf(cli.ExitValidation, "data_file: File does not exist: %s", pos[0])
 	}
 	if o.tar && o.upload != "" {
 		fmt.Fprintln(stderr, "unsupport option with '-t' and '--upload' at the same time.")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if o.upload != "" {
 		fmt.Fprintln(stderr, "overlaybd-commit: --upload is not supported yet")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if o.turbo || o.fastoci {
 		fmt.Fprintln(stderr, "overlaybd-commit: --turboOCI is not supported yet")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	switch o.algorithm {
 	case "", "lz4", "zstd":
 	default:
 		fmt.Fprintln(stderr, "invalid '--algorithm' parameters.")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if o.bs != -1 && (o.bs < 4 || o.bs > 64 || o.bs&(o.bs-1) != 0) {
 		fmt.Fprintln(stderr, "invalid '--bs' parameters.")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if !o.z && (fs.Changed("bs") || fs.Changed("algorithm")) {
 		fmt.Fprintln(stderr, "WARNING option '--bs' and '--algorithm' will be ignored without '-z'")
@@ -159,13 +134,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	copts := lsmt.CommitOptions{Message: []byte(o.msg)}
 	if len(copts.Message) > lsmt.TagSize {
 		fmt.Fprintf(stderr, "failed to perform commit(), commit message of %d bytes is longer than %d\n", len(copts.Message), lsmt.TagSize)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if o.uuid != "" {
 		u, err := lsmt.ParseUUID(o.uuid)
 		if err != nil {
 			fmt.Fprintf(stderr, "--uuid: %v\n", err)
-			return exitValidation
+			return cli.ExitValidation
 		}
 		copts.UUID = u
 	}
@@ -173,7 +148,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		u, err := lsmt.ParseUUID(o.parent)
 		if err != nil {
 			fmt.Fprintf(stderr, "--parent-uuid: %v\n", err)
-			return exitValidation
+			return cli.ExitValidation
 		}
 		copts.Parent = &u
 	}
@@ -181,20 +156,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	_, host, err := plugins.LoadForTool(context.Background(), o.serviceConfig)
 	if err != nil {
 		fmt.Fprintf(stderr, "overlaybd-commit: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer host.CloseLogging(nil)
 
 	if o.seal {
 		if len(pos) < 2 {
-			fmt.Fprintln(stderr, "index_file is required with --seal\nRun with --help for more information.")
-			return exitRequired
+			return cmdline.Errorf(cli.ExitRequired, "index_file is required with --seal")
 		}
 		if err := seal(pos[0], pos[1]); err != nil {
 			fmt.Fprintf(stderr, "failed to perform seal, %v\n", err)
-			return exitFailure
+			return cli.ExitFailure
 		}
-		return exitOK
+		return cli.ExitOK
 	}
 	var out string
 	var src interface {
@@ -202,27 +176,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Close() error
 	}
 	if o.commitSealed {
-		if len(pos) < 2 {
-			fmt.Fprintln(stderr, "commit_file (the second positional with --commit_sealed) is required\nRun with --help for more information.")
-			return exitRequired
-		}
-		if len(pos) > 2 {
-			fmt.Fprintf(stderr, "The following arguments were not expected: %s\nRun with --help for more information.\n", pos[2])
-			return exitExtras
+		if code, ok := cmdline.Args(pos, 2, "data_file", "commit_file (the second positional with --commit_sealed)"); !ok {
+			return code
 		}
 		out = pos[1]
 		src, err = openSealed(pos[0])
 	} else {
 		if len(pos) < 3 {
-			fmt.Fprintln(stderr, "commit_file is required\nRun with --help for more information.")
-			return exitRequired
+			return cmdline.Errorf(cli.ExitRequired, "commit_file is required")
 		}
 		out = pos[2]
 		src, err = openWritable(pos[0], pos[1])
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to open the layer to commit: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer src.Close()
 	eopts := envelope.CreateOptions{Force: o.force, Tar: o.tar && o.z}
@@ -235,10 +203,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := commit(src, out, eopts, copts, progress.New(stderr, -1, "commit")); err != nil {
 		fmt.Fprintf(stderr, "failed to perform commit(), %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	fmt.Fprintln(stdout, "overlaybd-commit has committed files SUCCESSFULLY")
-	return exitOK
+	return cli.ExitOK
 }
 
 func commit(src interface {
@@ -339,21 +307,4 @@ func seal(dataPath, indexPath string) error {
 		return err
 	}
 	return r.Close()
-}
-
-// parseExit reports a command-line error with upstream's exit codes.
-func parseExit(err error, stderr io.Writer) int {
-	if errors.Is(err, pflag.ErrHelp) {
-		return exitOK
-	}
-	fmt.Fprintf(stderr, "%v\nRun with --help for more information.\n", err)
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "invalid argument"):
-		return exitConversion
-	case strings.Contains(msg, "needs an argument"):
-		return exitRequired
-	default:
-		return exitExtras
-	}
 }

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/progress/ptytest"
 )
 
@@ -15,8 +14,7 @@ import (
 func TestCommitProgress(t *testing.T) {
 	dir := t.TempDir()
 	args := append(append([]string{}, rwlogArgs...), vec(t, "lsmt/rw-log.data"), vec(t, "lsmt/rw-log.index"))
-	cmd := exec.Command(os.Args[0], append(args, "TTY")...)
-	cmd.Dir, cmd.Env = dir, append(os.Environ(), "OVERLAYBD_RUN_TOOL=1")
+	cmd := clitest.Command(dir, append(args, "TTY")...)
 	tty, err := ptytest.Run(t, cmd)
 	if err != nil {
 		t.Fatalf("%v: %s", err, tty)
@@ -24,8 +22,8 @@ func TestCommitProgress(t *testing.T) {
 	if !strings.Contains(tty, "| commit") {
 		t.Fatalf("no progress on the terminal: %q", tty)
 	}
-	sameFileBytes(t, filepath.Join(dir, "TTY"), vec(t, "lsmt/rw-log.commit"))
-	if code, out, errOut := tool(t, dir, append(args, "PIPE")...); code != 0 || out != success || errOut != "" {
+	clitest.SameFile(t, filepath.Join(dir, "TTY"), vec(t, "lsmt/rw-log.commit"))
+	if code, out, errOut := clitest.Run(t, dir, append(args, "PIPE")...); code != 0 || out != success || errOut != "" {
 		t.Fatalf("exit %d, stdout %q, piped stderr %q, want nothing", code, out, errOut)
 	}
 }

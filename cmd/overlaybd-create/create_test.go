@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -14,14 +15,14 @@ import (
 // vector's, byte for byte.
 func TestCreateLikeUpstream(t *testing.T) {
 	dir := t.TempDir()
-	code, out, errOut := tool(t, dir, "--uuid", "F04C7F77-F20F-46FE-8CBE-72B398B9997D", "d", "i", "1")
+	code, out, errOut := clitest.Run(t, dir, "--uuid", "F04C7F77-F20F-46FE-8CBE-72B398B9997D", "d", "i", "1")
 	if code != 0 || out != "overlaybd-create has created files SUCCESSFULLY\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	sameFileBytes(t, filepath.Join(dir, "d"), testvectors.Path(t, "lsmt/tool-created-1g.data"))
-	sameFileBytes(t, filepath.Join(dir, "i"), testvectors.Path(t, "lsmt/tool-created-1g.index"))
+	clitest.SameFile(t, filepath.Join(dir, "d"), testvectors.Path(t, "lsmt/tool-created-1g.data"))
+	clitest.SameFile(t, filepath.Join(dir, "i"), testvectors.Path(t, "lsmt/tool-created-1g.index"))
 	// Without --uuid the UUID is random and both headers carry the same.
-	if code, _, _ := tool(t, dir, "d2", "i2", "3"); code != 0 {
+	if code, _, _ := clitest.Run(t, dir, "d2", "i2", "3"); code != 0 {
 		t.Fatal(code)
 	}
 	d, _ := os.ReadFile(filepath.Join(dir, "d2"))
@@ -35,7 +36,7 @@ func TestCreateLikeUpstream(t *testing.T) {
 
 func TestCreateSparseAndParent(t *testing.T) {
 	dir := t.TempDir()
-	code, _, errOut := tool(t, dir, "-s", "--parent_uuid", "cccccccc-0000-4000-8000-00000000000a", "d", "i", "2")
+	code, _, errOut := clitest.Run(t, dir, "-s", "--parent_uuid", "cccccccc-0000-4000-8000-00000000000a", "d", "i", "2")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -56,12 +57,12 @@ func TestCreateSparseAndParent(t *testing.T) {
 		t.Fatalf("%+v %v", h, err)
 	}
 	// An unparsable -u is ignored with a warning, as upstream.
-	code, _, errOut = tool(t, dir, "-u", "nonsense", "d2", "i2", "0")
+	code, _, errOut = clitest.Run(t, dir, "-u", "nonsense", "d2", "i2", "0")
 	if code != 0 || !strings.Contains(errOut, "parent uuid ignored") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	// --raw: a plain file of the size, an empty index.
-	if code, _, _ := tool(t, dir, "--raw", "r", "ri", "1"); code != 0 {
+	if code, _, _ := clitest.Run(t, dir, "--raw", "r", "ri", "1"); code != 0 {
 		t.Fatal(code)
 	}
 	if st, _ := os.Stat(filepath.Join(dir, "r")); st.Size() != 1<<30 {
@@ -87,7 +88,7 @@ func TestCreateErrors(t *testing.T) {
 		{[]string{"--fastoci", "d", "i", "1"}, 255, "not supported yet"},
 		{[]string{"--uuid", "bad", "d", "i", "1"}, 105, "invalid UUID"},
 	} {
-		code, out, errOut := tool(t, dir, c.args...)
+		code, out, errOut := clitest.Run(t, dir, c.args...)
 		if code != c.code || !strings.Contains(errOut, c.msg) || (code != 0 && out != "") {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want %d and %q", c.args, code, out, errOut, c.code, c.msg)
 		}
@@ -95,7 +96,7 @@ func TestCreateErrors(t *testing.T) {
 	// An existing index file: failure, and the data file this run created
 	// is removed.
 	os.WriteFile(filepath.Join(dir, "taken"), nil, 0o644)
-	code, _, errOut := tool(t, dir, "new", "taken", "1")
+	code, _, errOut := clitest.Run(t, dir, "new", "taken", "1")
 	if code != 255 || !strings.Contains(errOut, "failed to open file 'taken', 17: file exists") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}

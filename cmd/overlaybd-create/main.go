@@ -17,22 +17,11 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
-	"github.com/spf13/pflag"
-)
-
-// Exit codes of upstream's argument parser (CLI11) and of failures.
-const (
-	exitOK         = 0
-	exitConversion = 104
-	exitValidation = 105
-	exitRequired   = 106
-	exitExtras     = 109
-	exitFailure    = 255
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -53,12 +42,7 @@ Options:
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("overlaybd-create", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
-	})
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := cli.NewFlagSet("overlaybd-create", stderr, usage)
 	var parent, parentP, uuid string
 	fs.StringVarP(&parent, "parent-uuid", "u", "", "parent UUID for the header (an unparsable value is ignored with a warning, as upstream)")
 	fs.StringVarP(&parentP, "parent", "p", "", "same as -u")
@@ -70,41 +54,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	mkfs := fs.Bool("mkfs", false, "create an ext4 file system on the new device (not supported yet)")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
-		return parseExit(err, stderr)
+		return cli.ParseError(stderr, err)
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+	slog.SetDefault(cli.Logger(stderr, *verbose))
 
 	pos := fs.Args()
-	names := []string{"data_file", "index_file", "vsize"}
-	if len(pos) < len(names) {
-		fmt.Fprintf(stderr, "%s is required\nRun with --help for more information.\n", names[len(pos)])
-		return exitRequired
-	}
-	if len(pos) > len(names) {
-		fmt.Fprintf(stderr, "The following arguments were not expected: %s\nRun with --help for more information.\n", strings.Join(pos[len(names):], " "))
-		return exitExtras
+	if code, ok := cli.Upstream(stderr).Args(pos, 3, "data_file", "index_file", "vsize"); !ok {
+		return code
 	}
 	vsizeGiB, err := strconv.ParseInt(pos[2], 10, 64)
 	if err != nil || vsizeGiB < 0 || vsizeGiB > 1<<30 {
 		fmt.Fprintf(stderr, "vsize: %q is not a size in GiB\n", pos[2])
-		return exitConversion
+		return cli.ExitConversion
 	}
 	if *turbo || *fastoci {
 		fmt.Fprintln(stderr, "overlaybd-create: --turboOCI is not supported yet")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if *mkfs {
 		fmt.Fprintln(stderr, "overlaybd-create: --mkfs is not supported yet")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if parentP != "" {
 		if parent != "" && parent != parentP {
 			fmt.Fprintln(stderr, "overlaybd-create: -u and -p give different parents")
-			return exitValidation
+			return cli.ExitValidation
 		}
 		parent = parentP
 	}
@@ -120,15 +94,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		u, err := lsmt.ParseUUID(uuid)
 		if err != nil || u.IsNull() {
 			fmt.Fprintf(stderr, "overlaybd-create: --uuid: invalid UUID %q\n", uuid)
-			return exitValidation
+			return cli.ExitValidation
 		}
 		opts.UUID = u
 	}
 	if err := create(pos[0], pos[1], opts, *raw, stderr); err != nil {
-		return exitFailure
+		return cli.ExitFailure
 	}
 	fmt.Fprintln(stdout, "overlaybd-create has created files SUCCESSFULLY")
-	return exitOK
+	return cli.ExitOK
 }
 
 // create makes the files; on failure it removes what it created.
@@ -197,21 +171,4 @@ func errnoText(err error) string {
 		return fmt.Sprintf("%d: %s", int(en), en.Error())
 	}
 	return err.Error()
-}
-
-// parseExit reports a command-line error with upstream's exit codes.
-func parseExit(err error, stderr io.Writer) int {
-	if errors.Is(err, pflag.ErrHelp) {
-		return exitOK
-	}
-	fmt.Fprintf(stderr, "%v\nRun with --help for more information.\n", err)
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "invalid argument"):
-		return exitConversion
-	case strings.Contains(msg, "needs an argument"):
-		return exitRequired
-	default:
-		return exitExtras
-	}
 }

@@ -25,16 +25,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-
-	"github.com/spf13/pflag"
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core/config"
@@ -42,6 +37,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
 )
@@ -59,18 +55,16 @@ func main() {
 	os.Exit(code)
 }
 
-func normalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-	return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
-}
+const usage = `usage: overlaybd-import [flags] raw_file commit_file
+
+Turns a raw disk image into a committed overlaybd layer; zero blocks become holes.
+On a terminal, standard error shows the bytes written so far.
+
+Flags:
+`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("overlaybd-import", pflag.ContinueOnError)
-	fs.SetNormalizeFunc(normalize)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: overlaybd-import [flags] raw_file commit_file\n\nTurns a raw disk image into a committed overlaybd layer; zero blocks become holes.\nOn a terminal, standard error shows the bytes written so far.\n\nFlags:")
-		fs.PrintDefaults()
-	}
+	fs := cli.NewFlagSet("overlaybd-import", stderr, usage)
 	compress := fs.BoolP("compress", "z", false, "compress the layer as a ZFile (as overlaybd-commit -z)")
 	algo := fs.String("algorithm", "lz4", "ZFile algorithm: lz4 or zstd")
 	bs := fs.Int("bs", 4, "ZFile block size in KiB: 4, 8, 16, 32 or 64")
@@ -84,11 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist)")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "overlaybd-import: %v\n", err)
-		return exitUsage
+		return cli.PrefixedParseError(stderr, "overlaybd-import", err, exitUsage)
 	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "overlaybd-import: "+format+"\n", a...)
@@ -97,11 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() != 2 {
 		return usageErr("need raw_file and commit_file (got %d arguments)", fs.NArg())
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := cli.Logger(stderr, *verbose)
 
 	opts := image.ImportOptions{ZeroBlockSize: *zbs, VirtualSize: *vsize}
 	opts.Commit.Message = []byte(*msg)

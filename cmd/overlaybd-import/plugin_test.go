@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,10 +19,7 @@ func TestBadServiceConfig(t *testing.T) {
 	if err := os.WriteFile(raw, bytes.Repeat([]byte{7}, 64<<10), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	svc := filepath.Join(dir, "overlaybd.json")
-	if err := os.WriteFile(svc, []byte(`{"codecPlugins": [{"path": "no-such-plugin", "algorithms": ["zstd"]}]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	svc := clitest.PluginConfig(t, dir, "no-such-plugin", "zstd")
 	for _, c := range []struct{ flag, svc, msg string }{
 		{"--service_config_path", svc, filepath.Join(dir, "no-such-plugin")},
 		{"--service-config-path", filepath.Join(dir, "absent.json"), "absent.json"},

@@ -13,13 +13,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-
-	"github.com/spf13/pflag"
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
@@ -27,16 +24,8 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/plugins"
-)
-
-// Exit codes, as the project's other tools (upstream's CLI11 codes).
-const (
-	exitOK         = 0
-	exitValidation = 105
-	exitRequired   = 106
-	exitExtras     = 109
-	exitFailure    = 255
 )
 
 const usage = `Usage: overlaybd-info [--json] [--service_config_path F] FILE
@@ -87,53 +76,44 @@ Options:
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("overlaybd-info", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
-	})
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := cli.NewFlagSet("overlaybd-info", stderr, usage)
 	asJSON := fs.Bool("json", false, "print JSON (keys above) instead of text")
 	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist)")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "overlaybd-info: %v\n", err)
-		return exitValidation
+		return cli.PrefixedParseError(stderr, "overlaybd-info", err, cli.ExitValidation)
 	}
 	switch fs.NArg() {
 	case 0:
 		fs.Usage()
 		fmt.Fprintln(stderr, "overlaybd-info: FILE is required")
-		return exitRequired
+		return cli.ExitRequired
 	case 1:
 	default:
 		fmt.Fprintf(stderr, "overlaybd-info: one FILE expected, got %d arguments\n", fs.NArg())
-		return exitExtras
+		return cli.ExitExtras
 	}
 	_, host, err := plugins.LoadForTool(context.Background(), *svc)
 	if err != nil {
 		fmt.Fprintf(stderr, "overlaybd-info: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer host.CloseLogging(nil)
 	info, err := describe(fs.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "overlaybd-info: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(info); err != nil {
 			fmt.Fprintf(stderr, "overlaybd-info: %v\n", err)
-			return exitFailure
+			return cli.ExitFailure
 		}
-		return exitOK
+		return cli.ExitOK
 	}
 	printText(stdout, info, "")
-	return exitOK
+	return cli.ExitOK
 }
 
 // Info describes one level of a file. The JSON keys are documented in the

@@ -11,6 +11,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -162,14 +163,14 @@ func TestInfoErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{nil, exitRequired, "FILE is required"},
-		{[]string{"a", "b"}, exitExtras, "one FILE expected"},
-		{[]string{"--bogus", "a"}, exitValidation, "unknown flag"},
-		{[]string{filepath.Join(dir, "missing")}, exitFailure, "missing"},
-		{[]string{trunc}, exitFailure, "corrupt"},
-		{[]string{short}, exitFailure, "shorter than its header"},
-		{[]string{"--service_config_path", badPlugin, vector}, exitFailure, filepath.Join(dir, "no-such-plugin")},
-		{[]string{"--service-config-path", filepath.Join(dir, "absent.json"), vector}, exitFailure, "absent.json"},
+		{nil, cli.ExitRequired, "FILE is required"},
+		{[]string{"a", "b"}, cli.ExitExtras, "one FILE expected"},
+		{[]string{"--bogus", "a"}, cli.ExitValidation, "unknown flag"},
+		{[]string{filepath.Join(dir, "missing")}, cli.ExitFailure, "missing"},
+		{[]string{trunc}, cli.ExitFailure, "corrupt"},
+		{[]string{short}, cli.ExitFailure, "shorter than its header"},
+		{[]string{"--service_config_path", badPlugin, vector}, cli.ExitFailure, filepath.Join(dir, "no-such-plugin")},
+		{[]string{"--service-config-path", filepath.Join(dir, "absent.json"), vector}, cli.ExitFailure, "absent.json"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer

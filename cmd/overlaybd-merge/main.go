@@ -13,12 +13,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
@@ -27,19 +25,9 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
-	"github.com/spf13/pflag"
-)
-
-// Exit codes of upstream's argument parser (CLI11) and of failures.
-const (
-	exitOK         = 0
-	exitConversion = 104
-	exitValidation = 105
-	exitRequired   = 106
-	exitExtras     = 109
-	exitFailure    = 255
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -62,12 +50,7 @@ Options:
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("overlaybd-merge", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
-	})
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := cli.NewFlagSet("overlaybd-merge", stderr, usage)
 	compress := fs.Bool("compress", true, "write a ZFile (LZ4, 4 KiB blocks, CRCs); --compress=false writes a plain layer")
 	tar := fs.BoolP("tar", "t", false, "wrap the output in overlaybd's tar envelope")
 	svc := fs.String("service_config_path", "", "service configuration (default "+config.DefaultGlobalPath+"; an explicit path must exist); its codecPlugins serve lz4/zstd")
@@ -78,56 +61,46 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.String("tls_cert_path", "", "TLS certificate (with --upload)")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
-		return parseExit(err, stderr)
+		return cli.ParseError(stderr, err)
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+	slog.SetDefault(cli.Logger(stderr, *verbose))
 	pos := fs.Args()
-	names := []string{"image_config_path", "output"}
-	if len(pos) < len(names) {
-		fmt.Fprintf(stderr, "%s is required\nRun with --help for more information.\n", names[len(pos)])
-		return exitRequired
-	}
-	if len(pos) > len(names) {
-		fmt.Fprintf(stderr, "The following arguments were not expected: %s\nRun with --help for more information.\n", strings.Join(pos[len(names):], " "))
-		return exitExtras
+	cmdline := cli.Upstream(stderr)
+	if code, ok := cmdline.Args(pos, 2, "image_config_path", "output"); !ok {
+		return code
 	}
 	for _, p := range []struct{ name, path string }{{"image_config_path", pos[0]}, {"--service_config_path", *svc}} {
 		if p.path == "" {
 			continue
 		}
 		if _, err := os.Stat(p.path); err != nil {
-			fmt.Fprintf(stderr, "%s: File does not exist: %s\nRun with --help for more information.\n", p.name, p.path)
-			return exitValidation
+			return cmdline.Errorf(cli.ExitValidation, "%s: File does not exist: %s", p.name, p.path)
 		}
 	}
 	if *upload != "" {
 		fmt.Fprintln(stderr, "overlaybd-merge: --upload is not supported yet")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	g, err := config.LoadGlobal(*svc)
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to create image file: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	host, err := plugins.LoadGlobal(context.Background(), g)
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to start codec plugins: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer host.CloseLogging(nil)
 	img, err := config.LoadImage(pos[0], g)
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to create image file: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	stack, err := openImage(img)
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to create image file: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer stack.Close()
 	eopts := envelope.CreateOptions{Force: true, Tar: *tar}
@@ -139,20 +112,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	out, err := envelope.Create(pos[1], eopts)
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to create output file: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if err := stack.Flatten(bar.Writer(out), lsmt.CommitOptions{}); err != nil {
 		out.Abort()
 		fmt.Fprintf(stderr, "failed to compact: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if err := out.Close(); err != nil {
 		fmt.Fprintf(stderr, "failed to compact: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	bar.Finish()
 	slog.Info("merged", "layers", len(img.Lowers), "output", pos[1])
-	return exitOK
+	return cli.ExitOK
 }
 
 // openImage opens the image's lowers (local files only) and upper, read-only.
@@ -246,21 +219,4 @@ func openLayer(path string) (*lsmt.ReadOnly, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-// parseExit reports a command-line error with upstream's exit codes.
-func parseExit(err error, stderr io.Writer) int {
-	if errors.Is(err, pflag.ErrHelp) {
-		return exitOK
-	}
-	fmt.Fprintf(stderr, "%v\nRun with --help for more information.\n", err)
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "invalid argument"):
-		return exitConversion
-	case strings.Contains(msg, "needs an argument"):
-		return exitRequired
-	default:
-		return exitExtras
-	}
 }

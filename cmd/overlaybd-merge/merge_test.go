@@ -11,6 +11,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -49,15 +50,15 @@ func TestMergeVector(t *testing.T) {
 	dir := t.TempDir()
 	svc := svcConfig(t, dir)
 	img := writeImage(t, dir, layers(t, "A.commit", "B.commit", "C.commit"), nil)
-	if code, out, errOut := tool(t, dir, "--compress=false", "--service_config_path", svc, img, "merged.commit"); code != 0 || out != "" {
+	if code, out, errOut := clitest.Run(t, dir, "--compress=false", "--service_config_path", svc, img, "merged.commit"); code != 0 || out != "" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	sameFileBytes(t, filepath.Join(dir, "merged.commit"), testvectors.Path(t, "stack/merged-by-tool.commit"))
+	clitest.SameFile(t, filepath.Join(dir, "merged.commit"), testvectors.Path(t, "stack/merged-by-tool.commit"))
 
 	// The default compresses (LZ4, 4 KiB, CRC, header not rewritten); the
 	// output is overwritten.
 	os.WriteFile(filepath.Join(dir, "merged.zfile"), []byte("old"), 0o644)
-	if code, _, errOut := tool(t, dir, "--service-config-path", svc, img, "merged.zfile"); code != 0 {
+	if code, _, errOut := clitest.Run(t, dir, "--service-config-path", svc, img, "merged.zfile"); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	got, desc := innerBytes(t, filepath.Join(dir, "merged.zfile"))
@@ -66,7 +67,7 @@ func TestMergeVector(t *testing.T) {
 		t.Fatalf("compressed merge (%s) does not decompress to merged-by-tool.commit", desc)
 	}
 	if cgoCodecs {
-		sameFileBytes(t, filepath.Join(dir, "merged.zfile"), testvectors.Path(t, "stack/merged-by-tool.zfile"))
+		clitest.SameFile(t, filepath.Join(dir, "merged.zfile"), testvectors.Path(t, "stack/merged-by-tool.zfile"))
 	}
 }
 
@@ -74,12 +75,12 @@ func TestMergeVector(t *testing.T) {
 func TestMergeAnyEnvelope(t *testing.T) {
 	dir := t.TempDir()
 	img := writeImage(t, dir, layers(t, "A.commit", "B.zstd-bs16.zcommit", "C.commit"), nil)
-	if code, _, errOut := tool(t, dir, "--compress=false", "--service_config_path", svcConfig(t, dir), img, "m"); code != 0 {
+	if code, _, errOut := clitest.Run(t, dir, "--compress=false", "--service_config_path", svcConfig(t, dir), img, "m"); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	sameFileBytes(t, filepath.Join(dir, "m"), testvectors.Path(t, "stack/merged-by-tool.commit"))
+	clitest.SameFile(t, filepath.Join(dir, "m"), testvectors.Path(t, "stack/merged-by-tool.commit"))
 	// -t wraps the output in the tar envelope.
-	if code, _, errOut := tool(t, dir, "-t", "--service_config_path", svcConfig(t, dir), img, "m.tar"); code != 0 {
+	if code, _, errOut := clitest.Run(t, dir, "-t", "--service_config_path", svcConfig(t, dir), img, "m.tar"); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	if _, desc := innerBytes(t, filepath.Join(dir, "m.tar")); desc.String() != "tar > zfile > lsmt" {
@@ -128,7 +129,7 @@ func TestMergeErrors(t *testing.T) {
 		{[]string{"--service_config_path", svc, notLSMT, "o"}, 255, "not an LSMT layer"},
 		{[]string{"--service_config_path", svc, "--upload", "http://x", good, "o"}, 255, "not supported yet"},
 	} {
-		code, out, errOut := tool(t, dir, c.args...)
+		code, out, errOut := clitest.Run(t, dir, c.args...)
 		if code != c.code || !strings.Contains(errOut, c.msg) || out != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want %d and %q", c.args, code, out, errOut, c.code, c.msg)
 		}

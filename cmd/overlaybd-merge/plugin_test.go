@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/overlaybd-go/overlaybd/internal/cli"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,14 +14,11 @@ import (
 // output.
 func TestBadCodecPlugin(t *testing.T) {
 	dir := t.TempDir()
-	svc := filepath.Join(dir, "overlaybd.json")
-	if err := os.WriteFile(svc, []byte(`{"codecPlugins": [{"path": "no-such-plugin", "algorithms": ["lz4"]}]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	svc := clitest.PluginConfig(t, dir, "no-such-plugin", "lz4")
 	img := writeImage(t, dir, layers(t, "A.commit", "B.commit"), nil)
-	code, out, errOut := tool(t, dir, "--service_config_path", svc, img, "merged.zfile")
-	if code != exitFailure || out != "" || !strings.Contains(errOut, "failed to start codec plugins") || !strings.Contains(errOut, filepath.Join(dir, "no-such-plugin")) {
-		t.Fatalf("exit %d, stdout %q, stderr %q; want %d and a message naming the plugin", code, out, errOut, exitFailure)
+	code, out, errOut := clitest.Run(t, dir, "--service_config_path", svc, img, "merged.zfile")
+	if code != cli.ExitFailure || out != "" || !strings.Contains(errOut, "failed to start codec plugins") || !strings.Contains(errOut, filepath.Join(dir, "no-such-plugin")) {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want %d and a message naming the plugin", code, out, errOut, cli.ExitFailure)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "merged.zfile")); !os.IsNotExist(err) {
 		t.Fatalf("output exists after a failed start: %v", err)

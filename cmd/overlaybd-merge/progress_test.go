@@ -1,11 +1,10 @@
 package main
 
 import (
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/progress/ptytest"
 )
 
@@ -14,8 +13,7 @@ import (
 func TestMergeProgress(t *testing.T) {
 	dir := t.TempDir()
 	img := writeImage(t, dir, layers(t, "A.commit", "B.commit", "C.commit"), nil)
-	cmd := exec.Command(os.Args[0], "--compress=false", "--service_config_path", svcConfig(t, dir), img, "merged.commit")
-	cmd.Dir, cmd.Env = dir, append(os.Environ(), "OVERLAYBD_RUN_TOOL=1")
+	cmd := clitest.Command(dir, "--compress=false", "--service_config_path", svcConfig(t, dir), img, "merged.commit")
 	tty, err := ptytest.Run(t, cmd)
 	if err != nil {
 		t.Fatalf("%v: %s", err, tty)
@@ -23,7 +21,7 @@ func TestMergeProgress(t *testing.T) {
 	if !strings.Contains(tty, "| merge") {
 		t.Fatalf("no progress on the terminal: %q", tty)
 	}
-	code, _, errOut := tool(t, dir, "--compress=false", "--service_config_path", svcConfig(t, dir), img, "piped.commit")
+	code, _, errOut := clitest.Run(t, dir, "--compress=false", "--service_config_path", svcConfig(t, dir), img, "piped.commit")
 	if code != 0 || strings.Contains(errOut, "| merge") || strings.Contains(errOut, "\r") {
 		t.Fatalf("exit %d, piped stderr %q, want no bar", code, errOut)
 	}

@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -36,8 +35,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/spf13/pflag"
 
 	_ "github.com/overlaybd-go/overlaybd/caches/all"
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
@@ -50,6 +47,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/remote"
 	_ "github.com/overlaybd-go/overlaybd/engines/all"
 	"github.com/overlaybd-go/overlaybd/frontends/nbd"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
@@ -73,11 +71,6 @@ func main() {
 	code := run(ctx, os.Args[1:], os.Stderr, nil)
 	stop()
 	os.Exit(code)
-}
-
-// normalize lets every flag be spelled with '_' or '-'.
-func normalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-	return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
 }
 
 const usage = `usage: overlaybd-nbd [--service_config_path F] (--unix PATH | --tcp HOST[:PORT]) [--read-only] EXPORT...
@@ -237,13 +230,7 @@ func sameFile(a, b string) bool {
 // run is the whole command; ready, when not nil, receives the listen
 // address once the server accepts connections (for tests).
 func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.Addr) int {
-	fs := pflag.NewFlagSet("overlaybd-nbd", pflag.ContinueOnError)
-	fs.SetNormalizeFunc(normalize)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
+	fs := cli.NewFlagSet("overlaybd-nbd", stderr, usage)
 	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath+" if it exists, else built-in defaults; its codecPlugins serve lz4/zstd")
 	unixPath := fs.String("unix", "", "listen on this unix socket")
 	tcp := fs.String("tcp", "", "listen on HOST[:PORT] (port 10809 by default; IPv6 as [ADDR] or [ADDR]:PORT)")
@@ -251,11 +238,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	verbose := fs.BoolP("verbose", "v", false, "debug logging")
 	maxInFlight := fs.Int("max-in-flight", nbd.DefaultMaxInFlight, "requests served at once per connection")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "overlaybd-nbd: %v\n", err)
-		return exitUsage
+		return cli.PrefixedParseError(stderr, "overlaybd-nbd", err, exitUsage)
 	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "overlaybd-nbd: "+format+"\n", a...)
@@ -269,11 +252,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := cli.Logger(stderr, *verbose)
 	fail := func(format string, a ...any) int {
 		log.Error(fmt.Sprintf(format, a...))
 		return exitFailure

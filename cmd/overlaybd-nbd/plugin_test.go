@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -25,18 +25,9 @@ func TestCodecPluginServesZstd(t *testing.T) {
 	}
 	nbdcopy := needTool(t, "nbdcopy")
 	dir := t.TempDir()
-	pdir := filepath.Join(dir, "plugins")
-	if err := os.Mkdir(pdir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(pdir, "zstd-cgo")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/overlaybd-go/overlaybd/plugins/examples/zstd-cgo").CombinedOutput(); err != nil {
-		t.Fatalf("go build zstd-cgo: %v\n%s", err, out)
-	}
+	clitest.BuildPlugin(t, clitest.ZstdPlugin, filepath.Join(dir, "plugins"))
 	// A relative path is relative to the configuration's folder.
-	svc := writeJSON(t, filepath.Join(dir, "overlaybd.json"), map[string]any{
-		"codecPlugins": []any{map[string]any{"path": "plugins/zstd-cgo", "algorithms": []string{"zstd"}}},
-	})
+	svc := clitest.PluginConfig(t, dir, "plugins/zstd-cgo", "zstd")
 	cfg := writeJSON(t, filepath.Join(dir, "stack.json"), map[string]any{
 		"lowers": []any{
 			map[string]any{"file": testvectors.Path(t, "stack/A.commit")},

@@ -30,26 +30,15 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/spf13/pflag"
-
 	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/internal/progress"
 	"github.com/overlaybd-go/overlaybd/plugins"
-)
-
-// Exit codes of upstream's tools (CLI11 for argument errors).
-const (
-	exitOK         = 0
-	exitFailure    = 255
-	exitConversion = 104
-	exitValidation = 105
-	exitRequired   = 106
-	exitExtras     = 109
 )
 
 func main() {
@@ -59,33 +48,7 @@ func main() {
 	os.Exit(code)
 }
 
-// normalize lets every flag be spelled with '_' or '-'.
-func normalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-	return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
-}
-
-type tool struct {
-	stdin  io.Reader
-	stderr io.Writer
-	log    *slog.Logger
-}
-
-func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("overlaybd-zfile", pflag.ContinueOnError)
-	fs.SetNormalizeFunc(normalize)
-	fs.SetOutput(stderr)
-	extract := fs.BoolP("extract", "x", false, "decompress (extract) source_file into target_file instead of compressing")
-	verify := fs.Bool("verify", false, "check the per-block checksums of source_file and stop")
-	tarred := fs.BoolP("tar", "t", false, "compress: wrap the output in overlaybd's tar envelope; extract: accepted (a tar-wrapped ZFile is recognised by content)")
-	force := fs.BoolP("force", "f", false, "remove an existing output first")
-	algo := fs.String("algorithm", "lz4", "compression algorithm: lz4 or zstd (anything else is an error; upstream silently used lz4)")
-	bs := fs.Int("bs", 4, "block size in KiB: 4, 8, 16, 32 or 64")
-	workers := fs.Int("workers", 0, "compression/decompression goroutines (0: up to 4); the output does not depend on it")
-	verbose := fs.Bool("verbose", false, "debug logging")
-	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist); an addition to upstream's flags")
-	help := fs.BoolP("help", "h", false, "print this help")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage:
+const usage = `Usage:
   overlaybd-zfile [-t] [-f] [--algorithm lz4|zstd] [--bs KB] [--service_config_path F] [--verbose] source_file [target_file]
   overlaybd-zfile -x [-t] [-f] [--service_config_path F] source_file target_file
   overlaybd-zfile --verify [--service_config_path F] source_file
@@ -104,38 +67,42 @@ Addition to upstream: --service_config_path names the overlaybd.json whose
 codecPlugins serve lz4/zstd here as in the daemons (docs/plugins.md).
 
 Options:
-`)
-		fs.PrintDefaults()
-	}
+`
+
+type tool struct {
+	stdin  io.Reader
+	stderr io.Writer
+	log    *slog.Logger
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) int {
+	fs := cli.NewFlagSet("overlaybd-zfile", stderr, usage)
+	extract := fs.BoolP("extract", "x", false, "decompress (extract) source_file into target_file instead of compressing")
+	verify := fs.Bool("verify", false, "check the per-block checksums of source_file and stop")
+	tarred := fs.BoolP("tar", "t", false, "compress: wrap the output in overlaybd's tar envelope; extract: accepted (a tar-wrapped ZFile is recognised by content)")
+	force := fs.BoolP("force", "f", false, "remove an existing output first")
+	algo := fs.String("algorithm", "lz4", "compression algorithm: lz4 or zstd (anything else is an error; upstream silently used lz4)")
+	bs := fs.Int("bs", 4, "block size in KiB: 4, 8, 16, 32 or 64")
+	workers := fs.Int("workers", 0, "compression/decompression goroutines (0: up to 4); the output does not depend on it")
+	verbose := fs.Bool("verbose", false, "debug logging")
+	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist); an addition to upstream's flags")
+	help := fs.BoolP("help", "h", false, "print this help")
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintln(stderr, err)
 		if strings.HasPrefix(err.Error(), "invalid argument") {
-			return exitConversion
+			return cli.ExitConversion
 		}
-		return exitExtras
+		return cli.ExitExtras
 	}
 	if *help {
 		fs.SetOutput(os.Stdout)
 		fs.Usage()
-		return exitOK
+		return cli.ExitOK
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	t := &tool{
-		stdin:  stdin,
-		stderr: stderr,
-		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
-	}
+	t := &tool{stdin: stdin, stderr: stderr, log: cli.Logger(stderr, *verbose)}
 	pos := fs.Args()
-	if len(pos) == 0 {
-		fmt.Fprintln(stderr, "source_file is required")
-		return exitRequired
-	}
-	if len(pos) > 2 {
-		fmt.Fprintf(stderr, "The following arguments were not expected: %s\n", strings.Join(pos[2:], " "))
-		return exitExtras
+	if code, ok := cli.Bare(stderr).Args(pos, 1, "source_file", "target_file"); !ok {
+		return code
 	}
 	src, dst := pos[0], ""
 	if len(pos) == 2 {
@@ -144,7 +111,7 @@ Options:
 	_, host, err := plugins.LoadForTool(ctx, *svc, plugins.WithLogger(t.log))
 	if err != nil {
 		fmt.Fprintf(stderr, "overlaybd-zfile: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer host.CloseLogging(t.log)
 	switch {
@@ -153,19 +120,19 @@ Options:
 	case *extract:
 		if dst == "" {
 			fmt.Fprintln(stderr, "extract needs target_file: reading standard input is not supported")
-			return exitFailure
+			return cli.ExitFailure
 		}
 		return t.extract(ctx, src, dst, *force, *workers)
 	}
 	if *bs < 4 || *bs > 64 || *bs&(*bs-1) != 0 {
 		fmt.Fprintln(stderr, "invalid '--bs' parameters.")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	switch *algo {
 	case "lz4", "zstd":
 	default:
 		fmt.Fprintf(stderr, "invalid '--algorithm' parameters. (%q: want lz4 or zstd)\n", *algo)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	opts := zfile.Options{Algorithm: *algo, BlockSize: *bs << 10, Workers: *workers}
 	return t.compress(ctx, src, dst, *tarred, *force, opts)
@@ -203,7 +170,7 @@ func (t *tool) compress(ctx context.Context, src, dst string, tarred, force bool
 		f, err := os.Open(src)
 		if err != nil {
 			fmt.Fprintf(t.stderr, "failed to open file %s: %v\n", src, err)
-			return exitFailure
+			return cli.ExitFailure
 		}
 		defer f.Close()
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
@@ -215,7 +182,7 @@ func (t *tool) compress(ctx context.Context, src, dst string, tarred, force bool
 	out, err := envelope.Create(dst, envelope.CreateOptions{ZFile: &opts, Tar: tarred, Force: force})
 	if err != nil {
 		fmt.Fprintf(t.stderr, "failed to open file %s: %v\n", dst, err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	bar := t.bar(total, "compress")
 	_, err = out.ReadFrom(&ctxReader{ctx: ctx, r: in, bar: bar})
@@ -227,12 +194,12 @@ func (t *tool) compress(ctx context.Context, src, dst string, tarred, force bool
 	bar.Finish()
 	if err != nil {
 		fmt.Fprintf(t.stderr, "compress failed, %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	i, o := out.Stats()
 	t.log.Debug("compressed", "in", i, "out", o, "algorithm", opts.Algorithm, "block_size", opts.BlockSize)
 	fmt.Fprintln(t.stderr, "compress file done.")
-	return exitOK
+	return cli.ExitOK
 }
 
 // openZFile opens path, strips a tar envelope and requires a ZFile.
@@ -266,16 +233,16 @@ func (t *tool) verify(src string) int {
 		} else {
 			fmt.Fprintf(t.stderr, "%s is not a valid zfile blob or checksum can't be found. (%v)\n", src, err)
 		}
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer zr.Close()
 	if err := zr.VerifyBlocks(); err != nil {
 		fmt.Fprintf(t.stderr, "%s is not a valid zfile blob or checksum can't be found. (%v)\n", src, err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	t.log.Debug("verified", "layout", d.String(), "blocks", zr.BlockCount())
 	fmt.Fprintf(t.stderr, "%s is a valid zfile blob.\n", src)
-	return exitOK
+	return cli.ExitOK
 }
 
 // extractChunk is the size of one read of the ZFile reader; large reads
@@ -286,20 +253,20 @@ func (t *tool) extract(ctx context.Context, src, dst string, force bool, workers
 	zr, _, err := t.openZFile(src, workers)
 	if err != nil {
 		fmt.Fprintf(t.stderr, "failed to open file %s: %v\n", src, err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer zr.Close()
 	fmt.Fprintf(t.stderr, "decompress file %s as %s\n", src, dst)
 	if force {
 		if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
 			fmt.Fprintf(t.stderr, "failed to open file %s: %v\n", dst, err)
-			return exitFailure
+			return cli.ExitFailure
 		}
 	}
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o700)
 	if err != nil {
 		fmt.Fprintf(t.stderr, "failed to open file %s: %v\n", dst, err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	bar := t.bar(zr.Size(), "decompress")
 	err = copyOut(ctx, out, zr, bar)
@@ -310,10 +277,10 @@ func (t *tool) extract(ctx context.Context, src, dst string, force bool, workers
 	if err != nil {
 		os.Remove(dst)
 		fmt.Fprintf(t.stderr, "decompress failed, %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	fmt.Fprintln(t.stderr, "decompress file done.")
-	return exitOK
+	return cli.ExitOK
 }
 
 // copyOut writes the whole of r to w, overlapping the decode of the next

@@ -10,6 +10,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -146,23 +147,23 @@ func TestExitCodes(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"--help"}, 0, ""},
-		{nil, exitRequired, "source_file is required"},
-		{[]string{"a", "b", "c"}, exitExtras, "not expected"},
-		{[]string{"--no-such-flag", "a"}, exitExtras, "unknown flag"},
-		{[]string{"--bs", "abc", "a", "b"}, exitConversion, "invalid argument"},
-		{[]string{"--bs", "3", src, filepath.Join(dir, "o1")}, exitFailure, "invalid '--bs' parameters."},
-		{[]string{"--bs", "128", src, filepath.Join(dir, "o2")}, exitFailure, "invalid '--bs' parameters."},
-		{[]string{"--algorithm", "lzo", src, filepath.Join(dir, "o3")}, exitFailure, "invalid '--algorithm' parameters."},
-		{[]string{src, existing}, exitFailure, "failed to open file"},
+		{nil, cli.ExitRequired, "source_file is required"},
+		{[]string{"a", "b", "c"}, cli.ExitExtras, "not expected"},
+		{[]string{"--no-such-flag", "a"}, cli.ExitExtras, "unknown flag"},
+		{[]string{"--bs", "abc", "a", "b"}, cli.ExitConversion, "invalid argument"},
+		{[]string{"--bs", "3", src, filepath.Join(dir, "o1")}, cli.ExitFailure, "invalid '--bs' parameters."},
+		{[]string{"--bs", "128", src, filepath.Join(dir, "o2")}, cli.ExitFailure, "invalid '--bs' parameters."},
+		{[]string{"--algorithm", "lzo", src, filepath.Join(dir, "o3")}, cli.ExitFailure, "invalid '--algorithm' parameters."},
+		{[]string{src, existing}, cli.ExitFailure, "failed to open file"},
 		{[]string{"-f", src, existing}, 0, "compress file done."},
-		{[]string{filepath.Join(dir, "missing"), filepath.Join(dir, "o4")}, exitFailure, "failed to open file"},
-		{[]string{"--bs", "64", rnd, filepath.Join(dir, "o5")}, exitFailure, "block 0"},
-		{[]string{"-x", src}, exitFailure, "target_file"},
-		{[]string{"-x", src, filepath.Join(dir, "o6")}, exitFailure, "should be a zfile"},
-		{[]string{"-x", corruptPath, filepath.Join(dir, "o7")}, exitFailure, "checksum mismatch"},
-		{[]string{"--verify", src}, exitFailure, "should be a zfile"},
-		{[]string{"--verify", corruptPath}, exitFailure, "is not a valid zfile blob"},
-		{[]string{"--verify", testvectors.Path(t, "zfile/plain.lz4-bs4-nocrc.zfile")}, exitFailure, "is not a valid zfile blob"},
+		{[]string{filepath.Join(dir, "missing"), filepath.Join(dir, "o4")}, cli.ExitFailure, "failed to open file"},
+		{[]string{"--bs", "64", rnd, filepath.Join(dir, "o5")}, cli.ExitFailure, "block 0"},
+		{[]string{"-x", src}, cli.ExitFailure, "target_file"},
+		{[]string{"-x", src, filepath.Join(dir, "o6")}, cli.ExitFailure, "should be a zfile"},
+		{[]string{"-x", corruptPath, filepath.Join(dir, "o7")}, cli.ExitFailure, "checksum mismatch"},
+		{[]string{"--verify", src}, cli.ExitFailure, "should be a zfile"},
+		{[]string{"--verify", corruptPath}, cli.ExitFailure, "is not a valid zfile blob"},
+		{[]string{"--verify", testvectors.Path(t, "zfile/plain.lz4-bs4-nocrc.zfile")}, cli.ExitFailure, "is not a valid zfile blob"},
 		{[]string{"--verify", testvectors.Path(t, "zfile/plain.lz4-bs4.zfile.tar")}, 0, "is a valid zfile blob."},
 	} {
 		code, msg := runTool(t, nil, tc.args...)

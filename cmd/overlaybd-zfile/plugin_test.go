@@ -2,9 +2,9 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
+	"github.com/overlaybd-go/overlaybd/internal/cli"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,37 +16,8 @@ import (
 // host demands) and returns a service configuration listing it for zstd.
 func buildZstdPlugin(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds a plugin binary")
-	}
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "zstd-cgo")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/overlaybd-go/overlaybd/plugins/examples/zstd-cgo").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build zstd-cgo: %v\n%s", err, out)
-	}
-	if err := os.Chmod(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return writeServiceConfig(t, bin)
-}
-
-func writeServiceConfig(t *testing.T, bin string) string {
-	t.Helper()
-	cfg, err := json.Marshal(map[string]any{
-		"codecPlugins": []map[string]any{{"path": bin, "algorithms": []string{"zstd"}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "overlaybd.json")
-	if err := os.WriteFile(p, cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	bin := clitest.BuildPlugin(t, clitest.ZstdPlugin, filepath.Join(t.TempDir(), "plugin"))
+	return clitest.PluginConfig(t, t.TempDir(), bin, "zstd")
 }
 
 // statsLine matches the debug line the tool logs when it closes the plugin
@@ -81,7 +52,7 @@ func TestPluginServesZstd(t *testing.T) {
 	blocks := (len(plain) + 4095) / 4096
 
 	code, stderr := runTool(t, nil, "--service-config-path", svc, "--verbose", "--algorithm", "zstd", src, zf)
-	if code != exitOK {
+	if code != cli.ExitOK {
 		t.Fatalf("compress: exit %d\n%s", code, stderr)
 	}
 	if c, d := pluginCounters(t, stderr); c != blocks || d != 0 {
@@ -89,7 +60,7 @@ func TestPluginServesZstd(t *testing.T) {
 	}
 
 	code, stderr = runTool(t, nil, "--service_config_path", svc, "--verbose", "-x", zf, back)
-	if code != exitOK {
+	if code != cli.ExitOK {
 		t.Fatalf("extract: exit %d\n%s", code, stderr)
 	}
 	if c, d := pluginCounters(t, stderr); c != 0 || d < blocks {
@@ -105,7 +76,7 @@ func TestPluginServesZstd(t *testing.T) {
 
 	// Without the plugin the built-in codec reads the plugin's output.
 	back2 := filepath.Join(dir, "plain.back2")
-	if code, stderr := runTool(t, nil, "-x", zf, back2); code != exitOK {
+	if code, stderr := runTool(t, nil, "-x", zf, back2); code != cli.ExitOK {
 		t.Fatalf("extract without plugin: exit %d\n%s", code, stderr)
 	}
 	if got, _ := os.ReadFile(back2); !bytes.Equal(got, plain) {
@@ -120,14 +91,14 @@ func TestBadServiceConfig(t *testing.T) {
 	src, _ := writePlain(t)
 	missing := filepath.Join(t.TempDir(), "no-such-plugin")
 	for name, tc := range map[string]struct{ svc, want string }{
-		"plugin path":    {writeServiceConfig(t, missing), "no-such-plugin"},
+		"plugin path":    {clitest.PluginConfig(t, t.TempDir(), missing, "zstd"), "no-such-plugin"},
 		"missing config": {filepath.Join(t.TempDir(), "absent.json"), "absent.json"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.zfile")
 			code, stderr := runTool(t, nil, "--service_config_path", tc.svc, "--algorithm", "zstd", src, out)
-			if code != exitFailure {
-				t.Fatalf("exit %d, want %d\n%s", code, exitFailure, stderr)
+			if code != cli.ExitFailure {
+				t.Fatalf("exit %d, want %d\n%s", code, cli.ExitFailure, stderr)
 			}
 			if !bytes.Contains([]byte(stderr), []byte(tc.want)) {
 				t.Fatalf("stderr does not name %q:\n%s", tc.want, stderr)
