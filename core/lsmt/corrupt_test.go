@@ -9,6 +9,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -74,7 +75,7 @@ func TestCorruptCommitted(t *testing.T) {
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
 			b := mutate(append([]byte(nil), good...))
-			_, err := lsmt.OpenReadOnly(lsmt.NewMemFile(b))
+			_, err := lsmt.OpenReadOnly(zfiletest.NewMemFile(b))
 			if err == nil {
 				t.Fatal("opened a corrupt layer")
 			}
@@ -90,7 +91,7 @@ func TestCorruptWritable(t *testing.T) {
 	data := vectorBytes(t, "lsmt/rw-log.data")
 	index := vectorBytes(t, "lsmt/rw-log.index")
 	open := func(d, i []byte) error {
-		w, err := lsmt.OpenWritable(lsmt.NewMemFile(d), lsmt.NewMemFile(i))
+		w, err := lsmt.OpenWritable(zfiletest.NewMemFile(d), zfiletest.NewMemFile(i))
 		if err == nil {
 			w.Close()
 		}
@@ -127,8 +128,8 @@ func TestTornTail(t *testing.T) {
 	index := vectorBytes(t, "lsmt/rw-log.index")
 	// Lose the data of the last two writes (ops 13 and 14, 5 sectors) and
 	// tear the last record in half.
-	d := lsmt.NewMemFile(data[:len(data)-5*512])
-	x := lsmt.NewMemFile(index[:len(index)-8])
+	d := zfiletest.NewMemFile(data[:len(data)-5*512])
+	x := zfiletest.NewMemFile(index[:len(index)-8])
 	w, err := lsmt.OpenWritable(d, x)
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +146,7 @@ func TestTornTail(t *testing.T) {
 	if want := int64(4096 + 12*16 + 16); x.Size() != want {
 		t.Fatalf("index file %d bytes after the append, want %d", x.Size(), want)
 	}
-	w2, err := lsmt.OpenWritable(lsmt.NewMemFile(d.Bytes()), lsmt.NewMemFile(x.Bytes()))
+	w2, err := lsmt.OpenWritable(zfiletest.NewMemFile(d.Bytes()), zfiletest.NewMemFile(x.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}

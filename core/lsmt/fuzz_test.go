@@ -8,6 +8,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
 )
 
 var fuzzCommitSeeds = []string{"stack/C.commit"}
@@ -65,7 +66,7 @@ func FuzzOpenReadOnly(f *testing.F) {
 		f.Add(vectorBytes(f, rel))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := lsmt.OpenReadOnly(lsmt.NewMemFile(b))
+		r, err := lsmt.OpenReadOnly(zfiletest.NewMemFile(b))
 		if err != nil {
 			if !errors.Is(err, core.ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
@@ -84,7 +85,7 @@ func FuzzOpenReadOnly(f *testing.F) {
 		}
 		var out bytes.Buffer
 		if err := r.Commit(&out, lsmt.CommitOptions{}); err == nil {
-			r2, err := lsmt.OpenReadOnly(lsmt.NewMemFile(out.Bytes()))
+			r2, err := lsmt.OpenReadOnly(zfiletest.NewMemFile(out.Bytes()))
 			if err != nil {
 				t.Fatalf("a commit of a valid layer does not open: %v", err)
 			}
@@ -99,7 +100,7 @@ func FuzzOpenWritable(f *testing.F) {
 	f.Add(vectorBytes(f, "lsmt/rw-log.data"), vectorBytes(f, "lsmt/rw-log.index"))
 	f.Add(vectorBytes(f, "lsmt/tool-created-1g.data"), vectorBytes(f, "lsmt/tool-created-1g.index"))
 	f.Fuzz(func(t *testing.T, data, index []byte) {
-		w, err := lsmt.OpenWritable(lsmt.NewMemFile(data), lsmt.NewMemFile(index))
+		w, err := lsmt.OpenWritable(zfiletest.NewMemFile(data), zfiletest.NewMemFile(index))
 		if err != nil {
 			return
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
 )
 
 // TestBlockStatusVector checks block status of rw-log.commit against its
@@ -62,7 +63,7 @@ func (f *batchFile) Batch(reqs []core.IORequest) error {
 // TestBatchReads: a read spanning several records of a layer whose file
 // offers batches goes out as one batch.
 func TestBatchReads(t *testing.T) {
-	bf := &batchFile{File: lsmt.NewMemFile(vectorBytes(t, "stack/merged-by-tool.commit"))}
+	bf := &batchFile{File: zfiletest.NewMemFile(vectorBytes(t, "stack/merged-by-tool.commit"))}
 	r, err := lsmt.OpenReadOnly(bf)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +79,7 @@ func TestStackLimits(t *testing.T) {
 	c := vectorBytes(t, "stack/C.commit")
 	var lowers []*lsmt.ReadOnly
 	for i := 0; i < 256; i++ {
-		r, err := lsmt.OpenReadOnly(lsmt.NewMemFile(c))
+		r, err := lsmt.OpenReadOnly(zfiletest.NewMemFile(c))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +102,7 @@ func TestStackLimits(t *testing.T) {
 // goroutines (run with -race).
 func TestConcurrentWritable(t *testing.T) {
 	for _, sparse := range []bool{false, true} {
-		data, index := lsmt.NewMemFile(nil), lsmt.NewMemFile(nil)
+		data, index := zfiletest.NewMemFile(nil), zfiletest.NewMemFile(nil)
 		w, err := lsmt.Create(data, index, lsmt.CreateOptions{VirtualSize: 8 << 20, Sparse: sparse})
 		if err != nil {
 			t.Fatal(err)
@@ -192,7 +193,7 @@ func TestRestack(t *testing.T) {
 		if err := s.Flatten(&out, lsmt.CommitOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		f, err := lsmt.OpenReadOnly(lsmt.NewMemFile(out.Bytes()))
+		f, err := lsmt.OpenReadOnly(zfiletest.NewMemFile(out.Bytes()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +225,7 @@ func TestOversizedIndexes(t *testing.T) {
 	b := vectorBytes(t, "stack/C.commit")
 	tr := len(b) - lsmt.HeaderSize
 	binary.LittleEndian.PutUint64(b[tr+40:], lsmt.MaxROIndexSize+1)
-	if _, err := lsmt.OpenReadOnly(lsmt.NewMemFile(b)); !errors.Is(err, core.ErrCorrupt) || !strings.Contains(err.Error(), "exceeds") {
+	if _, err := lsmt.OpenReadOnly(zfiletest.NewMemFile(b)); !errors.Is(err, core.ErrCorrupt) || !strings.Contains(err.Error(), "exceeds") {
 		t.Fatalf("oversized read-only index: %v", err)
 	}
 }
@@ -234,7 +235,7 @@ func TestOversizedIndexes(t *testing.T) {
 func TestBeyond2TiB(t *testing.T) {
 	const vsize = 8 << 40
 	mk := func(offs ...int64) *lsmt.ReadOnly {
-		w, err := lsmt.Create(lsmt.NewMemFile(nil), lsmt.NewMemFile(nil), lsmt.CreateOptions{VirtualSize: vsize})
+		w, err := lsmt.Create(zfiletest.NewMemFile(nil), zfiletest.NewMemFile(nil), lsmt.CreateOptions{VirtualSize: vsize})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -247,7 +248,7 @@ func TestBeyond2TiB(t *testing.T) {
 		if err := w.Commit(&out, lsmt.CommitOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		r, err := lsmt.OpenReadOnly(lsmt.NewMemFile(out.Bytes()))
+		r, err := lsmt.OpenReadOnly(zfiletest.NewMemFile(out.Bytes()))
 		if err != nil {
 			t.Fatal(err)
 		}

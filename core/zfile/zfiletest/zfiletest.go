@@ -1,6 +1,6 @@
 // Package zfiletest provides what tests of ZFile readers and writers share:
 // the generator of the plain input of the zfile/ test vectors and an
-// in-memory core.File.
+// in-memory core.File, which the tests of LSMT layers use too.
 package zfiletest
 
 import (
@@ -58,7 +58,8 @@ func Xorshift(seed uint32, n int) []byte {
 	return b
 }
 
-// MemFile is a growable in-memory core.File, safe for concurrent use.
+// MemFile is a growable in-memory core.File, safe for concurrent use. It
+// has Truncate (which LSMT's writable layers use) and no Fd.
 type MemFile struct {
 	mu     sync.RWMutex
 	data   []byte
@@ -109,6 +110,25 @@ func (m *MemFile) WriteAt(p []byte, off int64) (int, error) {
 		m.data = append(m.data, make([]byte, end-int64(len(m.data)))...)
 	}
 	return copy(m.data[off:], p), nil
+}
+
+// Truncate changes the size to n, dropping the bytes past it or adding
+// zeros.
+func (m *MemFile) Truncate(n int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return core.ErrClosed
+	}
+	if n < 0 {
+		return core.ErrOutOfRange
+	}
+	if n <= int64(len(m.data)) {
+		m.data = m.data[:n]
+	} else {
+		m.data = append(m.data, make([]byte, n-int64(len(m.data)))...)
+	}
+	return nil
 }
 
 // Size implements core.File.
