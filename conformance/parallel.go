@@ -89,7 +89,7 @@ func (r *runner) parallel(f core.File) error {
 	}
 	wg.Wait()
 	for _, s := range spans {
-		r.model.Write(s.data, s.off)
+		r.write(s.data, s.off)
 		r.markDirty(s.off, s.n)
 	}
 	return errors.Join(errs...)

@@ -17,6 +17,9 @@ type ReadOnlyOptions struct {
 	Reads, Readers int
 	// VirtualSize is the size of the content (default 16 MiB).
 	VirtualSize int64
+	// ZeroStatus checks that block status reports every zero range of
+	// the content as reading zeros (for kinds that store them as holes).
+	ZeroStatus bool
 	// Logf receives the seed and a summary (may be nil).
 	Logf func(format string, args ...any)
 }
@@ -52,6 +55,11 @@ func RunReadOnly(kind ReadOnlyKind, dir string, opts ReadOnlyOptions) error {
 	r := newRunner(kind.Name(), opts.Seed, opts.VirtualSize, 512)
 	r.begin("fill the model")
 	r.fill()
+	if opts.ZeroStatus {
+		if err := r.trackAllocation(0); err != nil {
+			return err
+		}
+	}
 	r.begin("build")
 	f, err := kind.Build(dir, r.model)
 	if err != nil {
@@ -76,7 +84,7 @@ func RunReadOnly(kind ReadOnlyKind, dir string, opts ReadOnlyOptions) error {
 		go func() {
 			defer wg.Done()
 			rr := newRunner(kind.Name(), opts.Seed+int64(g)+1, opts.VirtualSize, 1)
-			rr.model = r.model
+			rr.model, rr.unalloc, rr.written, rr.grain = r.model, r.unalloc, r.written, r.grain
 			for i := 0; i < opts.Reads/opts.Readers; i++ {
 				off, n := rr.span()
 				if rr.rng.IntN(50) == 0 {

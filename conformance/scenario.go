@@ -26,6 +26,76 @@ type runner struct {
 	buf    []byte
 	rbuf   []byte
 	dirty  [][2]int64 // ranges changed since the last sync
+	// unalloc, when checked, marks the sectors the model knows hold no
+	// data: never written, discarded or write-zeroed. written marks the
+	// blocks of the kind's allocation granularity that were written to
+	// since they were last wholly discarded: a kind may keep such a block
+	// allocated (reported as data) whatever the model says of its sectors.
+	unalloc []bool
+	written []bool
+	grain   int64
+}
+
+// statusSector is the granularity of the allocation the model tracks.
+const statusSector = 512
+
+// trackAllocation starts checking block status against the model's
+// allocation: every sector the model has zero counts as unallocated (a
+// fresh device, or lowers whose zero ranges are holes). grain is the
+// kind's allocation granularity (a multiple of 512; 0 means 512).
+func (r *runner) trackAllocation(grain int64) error {
+	if grain == 0 {
+		grain = statusSector
+	}
+	if grain%statusSector != 0 || grain <= 0 {
+		return fmt.Errorf("conformance: allocation granularity %d is not a multiple of %d", grain, statusSector)
+	}
+	r.grain = grain
+	r.unalloc = make([]bool, (r.size()+statusSector-1)/statusSector)
+	for i := range r.unalloc {
+		r.unalloc[i] = r.model.IsZero(int64(i)*statusSector, statusSector)
+	}
+	r.written = make([]bool, (r.size()+grain-1)/grain)
+	return nil
+}
+
+// setAlloc records a write (hole false: the sectors and blocks it touches
+// are allocated) or a discard or write-zeroes (hole true: its whole
+// sectors are unallocated, its whole blocks no longer written to).
+func (r *runner) setAlloc(off, n int64, hole bool) {
+	if r.unalloc == nil || n <= 0 {
+		return
+	}
+	inside := func(g int64) (int64, int64) { return (off + g - 1) / g, (off + n) / g }
+	touched := func(g int64) (int64, int64) { return off / g, (off + n + g - 1) / g }
+	set := func(bits []bool, s, e int64, v bool) {
+		for i := s; i < e && i < int64(len(bits)); i++ {
+			bits[i] = v
+		}
+	}
+	if hole {
+		s, e := inside(statusSector)
+		set(r.unalloc, s, e, true)
+		s, e = inside(r.grain)
+		set(r.written, s, e, false)
+		return
+	}
+	s, e := touched(statusSector)
+	set(r.unalloc, s, e, false)
+	s, e = touched(r.grain)
+	set(r.written, s, e, true)
+}
+
+// write applies a write of p at off to the model.
+func (r *runner) write(p []byte, off int64) {
+	r.model.Write(p, off)
+	r.setAlloc(off, int64(len(p)), false)
+}
+
+// zero applies a discard or a write-zeroes to the model.
+func (r *runner) zero(off, n int64) {
+	r.model.Zero(off, n)
+	r.setAlloc(off, n, true)
 }
 
 // markDirty records a change that a crash may lose.
@@ -188,8 +258,9 @@ func (r *runner) verifyAll(f core.File) error {
 }
 
 // checkStatus checks BlockStatus over [off, off+n): ordered, contiguous
-// extents starting at off, inside the range, and every range flagged as
-// reading zeros does read zeros.
+// extents starting at off, inside the range, every range flagged as
+// reading zeros does read zeros and, when the allocation is tracked, every
+// range the model has unallocated is flagged as reading zeros.
 func (r *runner) checkStatus(bs core.BlockStatuser, off, n int64) error {
 	ext, err := bs.BlockStatus(off, n)
 	if err != nil {
@@ -205,6 +276,15 @@ func (r *runner) checkStatus(bs core.BlockStatuser, off, n int64) error {
 		}
 		if e.Flags&core.ExtentZero != 0 && !r.model.IsZero(e.Offset, e.Length) {
 			return r.fail("BlockStatus says [%d, %d) reads as zeros, the model has data there", e.Offset, e.Offset+e.Length)
+		}
+		if e.Flags&core.ExtentZero == 0 && r.unalloc != nil {
+			for i := e.Offset / statusSector; i*statusSector < e.Offset+e.Length; i++ {
+				if r.unalloc[i] && !r.written[i*statusSector/r.grain] {
+					return r.fail("BlockStatus says [%d, %d) holds data, the model has sector %d there unallocated "+
+						"(never written, or discarded or write-zeroed with its whole %d-byte block): it must be reported as zeros",
+						e.Offset, e.Offset+e.Length, i*statusSector, r.grain)
+				}
+			}
 		}
 		pos += e.Length
 	}

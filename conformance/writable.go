@@ -28,6 +28,17 @@ type WritableOptions struct {
 	// (data separated by holes and zeroed ranges, as [RunReadOnly]
 	// makes): the kind must implement [BaseCreator].
 	Base bool
+	// ZeroStatus checks that block status reports every range the model
+	// knows holds no data (never written, discarded, write-zeroed; the
+	// zero ranges of the Base content) as reading zeros, on top of the
+	// checks made for every kind.
+	ZeroStatus bool
+	// AllocationGrain is the granularity at which the kind allocates
+	// (default 512): a block of this size that was written to stays
+	// allowed to report data until it is wholly discarded or
+	// write-zeroed (a sparse file keeps partly punched file-system
+	// blocks allocated).
+	AllocationGrain int64
 	// Cell names the run in logs and failures (default: the kind's
 	// Name).
 	Cell string
@@ -129,6 +140,11 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 	if err != nil {
 		return c, r.fail("Create: %v", err)
 	}
+	if opts.ZeroStatus {
+		if err := r.trackAllocation(opts.AllocationGrain); err != nil {
+			return c, err
+		}
+	}
 	defer func() {
 		if dev != nil {
 			dev.Close()
@@ -171,7 +187,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 			if err != nil || got != int(n) {
 				return c, r.fail("WriteAt returned %d, %v; want %d, nil", got, err, n)
 			}
-			r.model.Write(p, off)
+			r.write(p, off)
 			r.markDirty(off, n)
 			c.Writes++
 		case "read":
@@ -194,7 +210,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 			if err := d.Discard(off, n); err != nil {
 				return c, r.fail("Discard: %v", err)
 			}
-			r.model.Zero(off, n)
+			r.zero(off, n)
 			if err := r.checkRead(f, off, n); err != nil {
 				err.(*Failure).Msg = "after the discard: " + err.(*Failure).Msg
 				return c, err
@@ -211,7 +227,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 			if err := z.WriteZeroes(off, n); err != nil {
 				return c, r.fail("WriteZeroes: %v", err)
 			}
-			r.model.Zero(off, n)
+			r.zero(off, n)
 			if err := r.checkRead(f, off, n); err != nil {
 				err.(*Failure).Msg = "after the write-zeroes: " + err.(*Failure).Msg
 				return c, err
@@ -324,7 +340,7 @@ func RunWritable(kind WritableKind, dir string, opts WritableOptions) (Counts, e
 				if got, err := nf.ReadAt(p, d[0]); got != len(p) || (err != nil && !(err == io.EOF && d[0]+d[1] == r.size())) {
 					return c, r.fail("ReadAt(%d, %d) after a crash returned %d, %v", d[0], d[1], got, err)
 				}
-				r.model.Write(p, d[0])
+				r.write(p, d[0]) // unknown allocation: counted as data
 			}
 			r.synced()
 			if err := r.verifyAll(nf); err != nil {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/overlaybd-go/overlaybd/conformance"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
@@ -386,4 +388,20 @@ func wrapFile(path string, opts envelope.CreateOptions) (string, error) {
 		return "", err
 	}
 	return out, o.Close()
+}
+
+// AllocationGrain is the granularity at which the kind's devices in dir
+// allocate, for conformance.WritableOptions.AllocationGrain: 512-byte
+// sectors for append-only layers (every record is exact), the file
+// system's block size for sparse ones (a partly discarded block stays
+// allocated in the data file and reads as data after a reopen).
+func (k LSMTWritable) AllocationGrain(dir string) (int64, error) {
+	if !k.Sparse {
+		return lsmt.SectorSize, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return max(int64(st.Bsize), lsmt.SectorSize), nil
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/conformance"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/envelope"
+	"github.com/overlaybd-go/overlaybd/core/zfile"
 )
 
 // runs returns the operations per run and the number of seeds: 10,000 and
@@ -30,7 +32,16 @@ func runWritable(t *testing.T, kind conformance.WritableKind, opts conformance.W
 		}
 		o := opts
 		o.Seed, o.Ops, o.Logf = seed+int64(i), ops, t.Logf
-		c, err := conformance.RunWritable(kind, t.TempDir(), o)
+		dir := t.TempDir()
+		if lk, ok := kind.(LSMTWritable); ok {
+			// LSMT layers report their holes: block status is checked
+			// against the model's allocation.
+			if o.AllocationGrain, err = lk.AllocationGrain(dir); err != nil {
+				t.Fatal(err)
+			}
+			o.ZeroStatus = true
+		}
+		c, err := conformance.RunWritable(kind, dir, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,6 +67,18 @@ func TestLSMTWritableConformance(t *testing.T) {
 	// reopen (TestLSMTSparsePartialBlockOverLower).
 	t.Run("sparse-stacked", func(t *testing.T) {
 		runWritable(t, LSMTWritable{Sparse: true}, conformance.WritableOptions{Cell: "lsmt/sparse (stacked)"}, true)
+	})
+	// Over an image's lowers: two sealed zstd ZFile layers in tar
+	// envelopes beneath an append-only layer whose commits are lz4
+	// ZFiles, and two committed layers beneath a sparse one.
+	t.Run("append-only-over-zfile-tar", func(t *testing.T) {
+		runWritable(t, LSMTWritable{
+			Lowers:   LSMTReadOnly{Layers: 2, Seal: true, Tar: true, ZFile: &zfile.Options{Algorithm: "zstd"}},
+			Envelope: &envelope.CreateOptions{ZFile: &zfile.Options{Algorithm: "lz4"}},
+		}, conformance.WritableOptions{Base: true}, true)
+	})
+	t.Run("sparse-over-committed", func(t *testing.T) {
+		runWritable(t, LSMTWritable{Sparse: true, Lowers: LSMTReadOnly{Layers: 2}}, conformance.WritableOptions{Base: true}, true)
 	})
 }
 

@@ -154,6 +154,22 @@ func (d dropDiscard) WriteZeroes(off, n int64) error {
 	return d.File.(core.ZeroWriter).WriteZeroes(off, n)
 }
 
+// holesAsData is a device view whose block status reports every range as
+// data (a conservative answer that loses the holes the device has).
+type holesAsData struct{ core.File }
+
+func (d holesAsData) Discard(off, n int64) error { return d.File.(core.Discarder).Discard(off, n) }
+func (d holesAsData) WriteZeroes(off, n int64) error {
+	return d.File.(core.ZeroWriter).WriteZeroes(off, n)
+}
+func (d holesAsData) BlockStatus(off, n int64) ([]core.Extent, error) {
+	ext, err := d.File.(core.BlockStatuser).BlockStatus(off, n)
+	for i := range ext {
+		ext[i].Flags = 0
+	}
+	return ext, err
+}
+
 // The matrix catches each deliberately broken implementation, with a
 // message that names the cell and the operation, while the control passes.
 func TestBrokenImplementationsAreCaught(t *testing.T) {
@@ -170,6 +186,10 @@ func TestBrokenImplementationsAreCaught(t *testing.T) {
 		{name: "drop a discard", engine: "psync", filter: withUpper(quick, "append-only"),
 			wrap: func(f core.File) core.File { return dropDiscard{f} },
 			want: []string{"cell psync/none/crc/plain/local/committed/upper-append-only/inprocess", "discard(off=", "after the discard"}},
+		{name: "lose holes in block status (through NBD)", engine: "psync", filter: Filter{Codec: "none", Envelope: "plain", Cache: "local",
+			Frontend: "nbd", Layer: "committed", Upper: "append-only"},
+			wrap: func(f core.File) core.File { return holesAsData{f} },
+			want: []string{"cell psync/none/crc/plain/local/committed/upper-append-only/nbd", "block-status(off=", "holds data"}},
 		{name: "reorder a flush", engine: reorderFlush, filter: withUpper(quick, "append-only"),
 			want: []string{"cell " + reorderFlush + "/none/crc/plain/local/committed/upper-append-only/inprocess", "crash+reopen"}},
 		// The simulated power loss restores content, not holes, so it

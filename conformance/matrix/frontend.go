@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,33 @@ import (
 
 var socketSeq atomic.Uint64
 
+// nbdCounts adds up the client counters of a cell's NBD connections.
+type nbdCounts struct {
+	mu    sync.Mutex
+	total nbdclient.Stats
+}
+
+func (n *nbdCounts) add(s nbdclient.Stats) {
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t := &n.total
+	t.Requests += s.Requests
+	t.MaxInFlight = max(t.MaxInFlight, s.MaxInFlight)
+	t.OutOfOrder += s.OutOfOrder
+	t.Chunks += s.Chunks
+	t.HoleChunks += s.HoleChunks
+	t.BlockStatus += s.BlockStatus
+}
+
+func (n *nbdCounts) snapshot() nbdclient.Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.total
+}
+
 // nbdExport serves one file with frontends/nbd on a unix socket and holds
 // a client connected to it.
 type nbdExport struct {
@@ -26,9 +54,10 @@ type nbdExport struct {
 	ln     net.Listener
 	client *nbdclient.Client
 	served chan error
+	counts *nbdCounts
 }
 
-func exportNBD(f core.File, readOnly bool, dir string) (*nbdExport, error) {
+func exportNBD(f core.File, readOnly bool, dir string, counts *nbdCounts) (*nbdExport, error) {
 	srv, err := nbd.NewServer([]nbd.Export{{File: f, ReadOnly: readOnly}},
 		nbd.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -40,7 +69,7 @@ func exportNBD(f core.File, readOnly bool, dir string) (*nbdExport, error) {
 		srv.Close()
 		return nil, err
 	}
-	e := &nbdExport{srv: srv, ln: ln, served: make(chan error, 1)}
+	e := &nbdExport{srv: srv, ln: ln, served: make(chan error, 1), counts: counts}
 	go func() { e.served <- srv.Serve(ln) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -58,6 +87,7 @@ func (e *nbdExport) stop() error {
 	var err error
 	if e.client != nil {
 		err = e.client.Close()
+		e.counts.add(e.client.Stats())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -71,6 +101,7 @@ func (e *nbdExport) stop() error {
 // nbdReadOnly serves the files of a read-only kind through NBD.
 type nbdReadOnly struct {
 	conformance.ReadOnlyKind
+	counts *nbdCounts
 }
 
 func (k nbdReadOnly) Build(dir string, m *conformance.Model) (core.File, error) {
@@ -78,7 +109,7 @@ func (k nbdReadOnly) Build(dir string, m *conformance.Model) (core.File, error) 
 	if err != nil {
 		return nil, err
 	}
-	e, err := exportNBD(f, true, dir)
+	e, err := exportNBD(f, true, dir, k.counts)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -99,6 +130,7 @@ func (f *nbdFile) Close() error { return errors.Join(f.export.stop(), f.inner.Cl
 // nbdWritable serves the devices of a writable kind through NBD.
 type nbdWritable struct {
 	conformance.WritableKind
+	counts *nbdCounts
 }
 
 func (k nbdWritable) Create(dir string, vsize int64) (conformance.Device, error) {
@@ -123,7 +155,7 @@ func (k nbdWritable) CreateOver(dir string, m *conformance.Model) (conformance.D
 }
 
 func (k nbdWritable) export(d conformance.Device, dir string) (conformance.Device, error) {
-	nd := &nbdDevice{inner: d, dir: dir}
+	nd := &nbdDevice{inner: d, dir: dir, counts: k.counts}
 	if err := nd.export(); err != nil {
 		d.Close()
 		return nil, err
@@ -135,9 +167,10 @@ func (k nbdWritable) export(d conformance.Device, dir string) (conformance.Devic
 // device-wide operations stop the export, run on the device and export it
 // again.
 type nbdDevice struct {
-	inner conformance.Device
-	dir   string
-	e     *nbdExport
+	inner  conformance.Device
+	dir    string
+	e      *nbdExport
+	counts *nbdCounts
 }
 
 var (
@@ -147,7 +180,7 @@ var (
 )
 
 func (d *nbdDevice) export() error {
-	e, err := exportNBD(d.inner.File(), false, d.dir)
+	e, err := exportNBD(d.inner.File(), false, d.dir, d.counts)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/conformance"
 	"github.com/overlaybd-go/overlaybd/conformance/kinds"
+	"github.com/overlaybd-go/overlaybd/conformance/nbdclient"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
@@ -78,6 +79,9 @@ type Result struct {
 	// Remote are the registry's and the registry client's counters of
 	// remote cells.
 	Remote *RemoteCounts `json:"remote_stats,omitempty"`
+	// NBD are the NBD client's counters of nbd cells (requests, most in
+	// flight at once, replies out of order, block-status requests).
+	NBD *nbdclient.Stats `json:"nbd_stats,omitempty"`
 }
 
 // Filter selects cells: an empty field selects every value.
@@ -284,6 +288,10 @@ func runCell(c Cell, opts Options, r *Result) error {
 		ro.ZFile = &zfile.Options{Algorithm: algorithmOf(c.Codec), NoCRC: !c.CRC, Workers: 1}
 	}
 	var lowers kinds.Lowers = ro
+	var nc *nbdCounts
+	if c.Frontend == "nbd" {
+		nc = &nbdCounts{}
+	}
 	var rs *remoteStats
 	if c.Cache != "local" {
 		rs = &remoteStats{}
@@ -302,9 +310,10 @@ func runCell(c Cell, opts Options, r *Result) error {
 			kind = remoteReadOnly{lowers: lowers.(registryLowers), name: name}
 		}
 		if c.Frontend == "nbd" {
-			kind = nbdReadOnly{kind}
+			kind = nbdReadOnly{kind, nc}
 		}
-		if err := conformance.RunReadOnly(kind, dir, conformance.ReadOnlyOptions{Seed: opts.Seed, Reads: reads, VirtualSize: 8 << 20, Logf: logf}); err != nil {
+		if err := conformance.RunReadOnly(kind, dir, conformance.ReadOnlyOptions{Seed: opts.Seed, Reads: reads, VirtualSize: 8 << 20,
+			ZeroStatus: true, Logf: logf}); err != nil {
 			return err
 		}
 	} else {
@@ -321,21 +330,32 @@ func runCell(c Cell, opts Options, r *Result) error {
 			// too.
 			wk.Envelope = &envelope.CreateOptions{ZFile: ro.ZFile, Tar: c.Envelope == "tar"}
 		}
+		grain, err := wk.AllocationGrain(dir)
+		if err != nil {
+			return err
+		}
 		lw := layerWritable{WritableKind: wk, seal: c.Layer == "sealed", wrap: opts.WrapFile}
 		if cs, ok := eng.(CrashSimulator); ok {
 			lw.crash = cs
 		}
 		var w conformance.WritableKind = lw
 		if c.Frontend == "nbd" {
-			w = nbdWritable{w}
+			w = nbdWritable{w, nc}
 		}
 		if _, err := conformance.RunWritable(w, dir, conformance.WritableOptions{Seed: opts.Seed, Ops: ops, VirtualSize: 8 << 20,
-			Base: true, Cell: name, Logf: logf}); err != nil {
+			Base: true, ZeroStatus: true, AllocationGrain: grain, Cell: name, Logf: logf}); err != nil {
 			return err
 		}
 	}
 	st := eng.Stats()
 	r.Engine = &st
+	if nc != nil {
+		ns := nc.snapshot()
+		r.NBD = &ns
+		if ns.Requests == 0 || ns.BlockStatus == 0 {
+			return fmt.Errorf("cell %s: the NBD client sent no requests or no block-status request (counters %+v)", name, ns)
+		}
+	}
 	if rs != nil {
 		r.Cache, r.Remote = &rs.cache, &rs.remote
 		if cs := rs.cache; cs.Misses == 0 || cs.FetchedBytes == 0 {
