@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"testing"
 
@@ -13,7 +10,6 @@ import (
 	golz4 "github.com/overlaybd-go/overlaybd/codecs/lz4"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
-	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 	"github.com/overlaybd-go/overlaybd/plugins"
 	"github.com/overlaybd-go/overlaybd/plugins/examples/lz4-cgo/liblz4"
 	"github.com/overlaybd-go/overlaybd/plugins/internal/plugintest"
@@ -46,21 +42,15 @@ func TestMain(m *testing.M) {
 	code = m.Run()
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func decoded(t *testing.T, p *plugins.Plugin, alg string) uint64 {
 	t.Helper()
-	st, err := p.Stats(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Codecs[alg].Decompressed
+	return plugintest.Counters(t, p, alg).Decompressed
 }
 
 func TestLiblz4InProcess(t *testing.T) { plugintest.CheckCodec(t, liblz4.Codec{}, golz4.Go()) }
 
 func TestCodecThroughPlugin(t *testing.T) {
-	p, err := plugins.Start(context.Background(), plugins.Config{Path: lz4Bin, Algorithms: []string{"lz4"}}, plugins.WithLogger(quiet()))
+	p, err := plugins.Start(context.Background(), plugins.Config{Path: lz4Bin, Algorithms: []string{"lz4"}}, plugins.WithLogger(plugintest.Quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +73,7 @@ func TestEveryVectorThroughExamplePlugins(t *testing.T) {
 	h, err := plugins.Load(context.Background(), []plugins.Config{
 		{Path: lz4Bin, Algorithms: []string{"lz4"}},
 		{Path: zstdBin, Algorithms: []string{"zstd"}},
-	}, "", plugins.WithLogger(quiet()))
+	}, "", plugins.WithLogger(plugintest.Quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,60 +100,22 @@ func TestEveryVectorThroughExamplePlugins(t *testing.T) {
 // core/zfile's writer, lz4 served by the plugin: the files are
 // byte-identical to upstream's.
 func TestWriterThroughPlugin(t *testing.T) {
-	h, err := plugins.Load(context.Background(), []plugins.Config{{Path: lz4Bin, Algorithms: []string{"lz4"}}}, "", plugins.WithLogger(quiet()))
+	h, err := plugins.Load(context.Background(), []plugins.Config{{Path: lz4Bin, Algorithms: []string{"lz4"}}}, "", plugins.WithLogger(plugintest.Quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	p := h.Plugins()[0]
 	v := plugintest.Vectors(t)
 	plain := zfiletest.Plain()
-	cases := map[string]struct {
-		in   []byte
-		opts zfile.Options
-	}{
-		"zfile/plain.lz4-bs4.zfile":                  {plain, zfile.Options{Algorithm: "lz4", BlockSize: 4096}},
-		"zfile/plain.lz4-bs32.zfile":                 {plain, zfile.Options{Algorithm: "lz4", BlockSize: 32768}},
-		"zfile/plain.lz4-bs4-nocrc.zfile":            {plain, zfile.Options{Algorithm: "lz4", BlockSize: 4096, NoCRC: true}},
-		"zfile/unreadable-bs64/plain.lz4-bs64.zfile": {plain, zfile.Options{Algorithm: "lz4", BlockSize: 65536, AllowUnreadable: true}},
-		"lsmt/rw-log.lz4-bs4.zcommit":                {v["lsmt/rw-log.lz4-bs4.zcommit"], zfile.Options{Algorithm: "lz4", BlockSize: 4096, OverwriteHeader: true}},
-		"lsmt/rw-log.lz4-bs32.zcommit":               {v["lsmt/rw-log.lz4-bs32.zcommit"], zfile.Options{Algorithm: "lz4", BlockSize: 32768, OverwriteHeader: true}},
-		"lsmt/rw-log.commit.zfile":                   {v["lsmt/rw-log.commit.zfile"], zfile.Options{}},
-		"lsmt/rw-log.commit.lz4-bs4-nocrc.zfile":     {v["lsmt/rw-log.commit.lz4-bs4-nocrc.zfile"], zfile.Options{Algorithm: "1", NoCRC: true}},
-		"stack/merged-by-tool.zfile":                 {v["stack/merged-by-tool.zfile"], zfile.Options{}},
-	}
-	for rel, c := range cases {
-		t.Run(rel, func(t *testing.T) {
-			want, err := os.ReadFile(testvectors.Path(t, rel))
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := p.Stats(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			before := st.Codecs["lz4"].Compressed
-			out := zfiletest.NewMemFile(nil)
-			w, err := zfile.NewWriterAt(out, c.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Write(c.in); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if got := out.Bytes(); !bytes.Equal(got, want) {
-				t.Fatalf("not byte-identical: %d bytes, want %d", len(got), len(want))
-			}
-			if st, err = p.Stats(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			bs := max(c.opts.BlockSize, 4096)
-			if got, blocks := st.Codecs["lz4"].Compressed-before, (len(c.in)+bs-1)/bs; got != uint64(blocks) {
-				t.Fatalf("the plugin compressed %d blocks, want %d", got, blocks)
-			}
-		})
-	}
+	plugintest.CheckWriter(t, h.Plugins()[0], "lz4", map[string]plugintest.WriterCase{
+		"zfile/plain.lz4-bs4.zfile":                  {In: plain, Opts: zfile.Options{Algorithm: "lz4", BlockSize: 4096}},
+		"zfile/plain.lz4-bs32.zfile":                 {In: plain, Opts: zfile.Options{Algorithm: "lz4", BlockSize: 32768}},
+		"zfile/plain.lz4-bs4-nocrc.zfile":            {In: plain, Opts: zfile.Options{Algorithm: "lz4", BlockSize: 4096, NoCRC: true}},
+		"zfile/unreadable-bs64/plain.lz4-bs64.zfile": {In: plain, Opts: zfile.Options{Algorithm: "lz4", BlockSize: 65536, AllowUnreadable: true}},
+		"lsmt/rw-log.lz4-bs4.zcommit":                {In: v["lsmt/rw-log.lz4-bs4.zcommit"], Opts: zfile.Options{Algorithm: "lz4", BlockSize: 4096, OverwriteHeader: true}},
+		"lsmt/rw-log.lz4-bs32.zcommit":               {In: v["lsmt/rw-log.lz4-bs32.zcommit"], Opts: zfile.Options{Algorithm: "lz4", BlockSize: 32768, OverwriteHeader: true}},
+		"lsmt/rw-log.commit.zfile":                   {In: v["lsmt/rw-log.commit.zfile"], Opts: zfile.Options{}},
+		"lsmt/rw-log.commit.lz4-bs4-nocrc.zfile":     {In: v["lsmt/rw-log.commit.lz4-bs4-nocrc.zfile"], Opts: zfile.Options{Algorithm: "1", NoCRC: true}},
+		"stack/merged-by-tool.zfile":                 {In: v["stack/merged-by-tool.zfile"], Opts: zfile.Options{}},
+	})
 }

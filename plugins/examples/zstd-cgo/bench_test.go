@@ -28,6 +28,21 @@ func benchBlocks(b *testing.B, bs int) (comp, orig [][]byte) {
 	return comp, orig
 }
 
+// pluginCodecs starts the plugin and returns its zstd codec on the data plane
+// (shared memory) and through one control-service call per block.
+func pluginCodecs(b *testing.B) (shm, call core.Codec) {
+	p := startPlugin(b)
+	shm, err := p.Codec("zstd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	call, err = p.CallCodec("zstd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return shm, call
+}
+
 // BenchmarkDecode measures zstd decode throughput (decompressed bytes) of
 // the plugin's data plane against the same libzstd codec in process, the
 // pure-Go codec in process, and one go-plugin gRPC call per block: 4 KiB
@@ -35,15 +50,7 @@ func benchBlocks(b *testing.B, bs int) (comp, orig [][]byte) {
 //
 //	go test -run '^$' -bench Decode -benchtime 2s ./plugins/examples/zstd-cgo/
 func BenchmarkDecode(b *testing.B) {
-	p := startPlugin(b)
-	shm, err := p.Codec("zstd")
-	if err != nil {
-		b.Fatal(err)
-	}
-	call, err := p.CallCodec("zstd")
-	if err != nil {
-		b.Fatal(err)
-	}
+	shm, call := pluginCodecs(b)
 	goz, err := gozstd.Go()
 	if err != nil {
 		b.Fatal(err)
@@ -117,15 +124,7 @@ func BenchmarkDecode(b *testing.B) {
 //
 //	go test -run '^$' -bench DecodeRatios -benchtime 300x -count 3 ./plugins/examples/zstd-cgo/
 func BenchmarkDecodeRatios(b *testing.B) {
-	p := startPlugin(b)
-	shm, err := p.Codec("zstd")
-	if err != nil {
-		b.Fatal(err)
-	}
-	call, err := p.CallCodec("zstd")
-	if err != nil {
-		b.Fatal(err)
-	}
+	shm, call := pluginCodecs(b)
 	for _, shape := range []struct {
 		name       string
 		bs, blocks int

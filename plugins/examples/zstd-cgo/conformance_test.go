@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/overlaybd-go/overlaybd/conformance"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
-	"github.com/overlaybd-go/overlaybd/plugins"
 )
 
 // zfileKind is the conformance suite's read-only cell "a ZFile written and
@@ -42,13 +39,7 @@ func (k zfileKind) Build(_ string, m *conformance.Model) (core.File, error) {
 // scenario (random concurrent reads compared with the reference model) on
 // ZFiles whose zstd blocks are written and read by the plugin.
 func TestConformanceThroughPlugin(t *testing.T) {
-	h, err := plugins.Load(context.Background(), []plugins.Config{{Path: pluginBin, Algorithms: []string{"zstd"}}},
-		filepath.Dir(pluginBin), plugins.WithLogger(quiet()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	p := h.Plugins()[0]
+	p := loadPlugin(t, pluginBin)
 	before := decoded(t, p)
 	opts := conformance.ReadOnlyOptions{Reads: 1000, VirtualSize: 4 << 20, Logf: t.Logf}
 	if conformance.Long() {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -34,11 +32,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
+// startPlugin starts the plugin on its own, for its codecs.
 func startPlugin(tb testing.TB) *plugins.Plugin {
 	tb.Helper()
-	p, err := plugins.Start(context.Background(), plugins.Config{Path: pluginBin, Algorithms: []string{"zstd"}}, plugins.WithLogger(quiet()))
+	p, err := plugins.Start(context.Background(), plugins.Config{Path: pluginBin, Algorithms: []string{"zstd"}}, plugins.WithLogger(plugintest.Quiet()))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -46,13 +43,23 @@ func startPlugin(tb testing.TB) *plugins.Plugin {
 	return p
 }
 
-func decoded(tb testing.TB, p *plugins.Plugin) uint64 {
+// loadPlugin starts the plugin in a plugin host from a codecPlugins entry
+// with path, relative to the plugin's folder or absolute, so that it serves
+// zstd to core/zfile until the test ends.
+func loadPlugin(tb testing.TB, path string) *plugins.Plugin {
 	tb.Helper()
-	st, err := p.Stats(context.Background())
+	h, err := plugins.Load(context.Background(), []plugins.Config{{Path: path, Algorithms: []string{"zstd"}}},
+		filepath.Dir(pluginBin), plugins.WithLogger(plugintest.Quiet()))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return st.Codecs["zstd"].Decompressed
+	tb.Cleanup(func() { h.Close() })
+	return h.Plugins()[0]
+}
+
+func decoded(tb testing.TB, p *plugins.Plugin) uint64 {
+	tb.Helper()
+	return plugintest.Counters(tb, p, "zstd").Decompressed
 }
 
 func goZstd(tb testing.TB) core.Codec {
@@ -82,7 +89,7 @@ func TestCodecThroughPlugin(t *testing.T) {
 }
 
 func TestLz4NotServed(t *testing.T) {
-	_, err := plugins.Start(context.Background(), plugins.Config{Path: pluginBin, Algorithms: []string{"lz4"}}, plugins.WithLogger(quiet()))
+	_, err := plugins.Start(context.Background(), plugins.Config{Path: pluginBin, Algorithms: []string{"lz4"}}, plugins.WithLogger(plugintest.Quiet()))
 	if err == nil {
 		t.Fatal("a zstd plugin started for lz4")
 	}
@@ -96,13 +103,7 @@ func TestLz4NotServed(t *testing.T) {
 // block. It also checks that the plugin's compression reproduces upstream's
 // zstd blocks byte for byte.
 func TestVectorsThroughPlugin(t *testing.T) {
-	h, err := plugins.Load(context.Background(), []plugins.Config{{Path: filepath.Base(pluginBin), Algorithms: []string{"zstd"}}},
-		filepath.Dir(pluginBin), plugins.WithLogger(quiet()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	p := h.Plugins()[0]
+	p := loadPlugin(t, filepath.Base(pluginBin))
 	f, err := core.Codecs.Lookup("zstd")
 	if err != nil {
 		t.Fatal(err)

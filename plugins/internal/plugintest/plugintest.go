@@ -1,15 +1,18 @@
 // Package plugintest holds what the tests of the plugin host and of the
 // example plugins share: building a plugin binary, the codec checks ZFile
-// relies on, and the ZFile vectors with their expected contents.
+// relies on, the ZFile vectors with their expected contents, and the check
+// that a plugin's codec writes those vectors byte for byte.
 package plugintest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -21,6 +24,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
+	"github.com/overlaybd-go/overlaybd/plugins/internal/wire"
 )
 
 // Build builds the Go package pkg into a new private folder and returns the
@@ -190,5 +194,63 @@ func ReadAll(t *testing.T, r *zfile.Reader, want []byte) {
 	}
 	if !bytes.Equal(got[:n], want) {
 		t.Fatalf("content differs: sha256 %s, want %s", SHA256(got[:n]), SHA256(want))
+	}
+}
+
+// Quiet is a logger that discards everything, for the plugins of a test.
+func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// StatsReader is a running plugin's view of its own counters, as
+// *plugins.Plugin gives them.
+type StatsReader interface {
+	Stats(ctx context.Context) (*wire.Stats, error)
+}
+
+// Counters returns the plugin's counters of the codec alg.
+func Counters(tb testing.TB, p StatsReader, alg string) wire.CodecStats {
+	tb.Helper()
+	st, err := p.Stats(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st.Codecs[alg]
+}
+
+// WriterCase is the input of a ZFile vector and the options it was written
+// with.
+type WriterCase struct {
+	In   []byte
+	Opts zfile.Options
+}
+
+// CheckWriter writes the input of each case, keyed by the vector's path,
+// with core/zfile's writer and checks that the file is the vector byte for
+// byte and that the plugin p compressed every block of it with alg: the
+// codec registered for alg must be the plugin's.
+func CheckWriter(t *testing.T, p StatsReader, alg string, cases map[string]WriterCase) {
+	t.Helper()
+	for rel, c := range cases {
+		t.Run(rel, func(t *testing.T) {
+			want := readVector(t, rel)
+			before := Counters(t, p, alg).Compressed
+			out := zfiletest.NewMemFile(nil)
+			w, err := zfile.NewWriterAt(out, c.Opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(c.In); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := out.Bytes(); !bytes.Equal(got, want) {
+				t.Fatalf("not byte-identical: %d bytes, want %d", len(got), len(want))
+			}
+			bs := max(c.Opts.BlockSize, 4096)
+			if got, blocks := Counters(t, p, alg).Compressed-before, (len(c.In)+bs-1)/bs; got != uint64(blocks) {
+				t.Fatalf("the plugin compressed %d blocks, want %d", got, blocks)
+			}
+		})
 	}
 }
