@@ -15,6 +15,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/conformance"
 	"github.com/overlaybd-go/overlaybd/conformance/matrix"
+	"github.com/overlaybd-go/overlaybd/core"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -33,7 +34,8 @@ func run(args []string) int {
 	fs.StringVar(&f.Upper, "upper", "", "writable uppers (none, append-only, sparse)")
 	fs.StringVar(&f.Frontend, "frontend", "", "frontends (inprocess, nbd, tcmu)")
 	seed := fs.Int64("seed", 0, "seed of every cell (default: "+conformance.SeedEnv+" or the clock)")
-	quick := fs.Bool("quick", false, "fewer operations per cell")
+	quick := fs.Bool("quick", false, "fewer operations per cell (600 per writable cell, 200 reads per read-only cell)")
+	ops := fs.Int("ops", 0, "operations per writable cell and random reads per read-only cell (default 3000 and 1000)")
 	report := fs.String("report", "", "write the JSON report to this file")
 	markdown := fs.Bool("markdown", false, "print the table as Markdown")
 	pluginLz4 := fs.String("plugin-lz4", "", "lz4 codec plugin binary for the lz4-plugin cells (e.g. built from plugins/examples/lz4-cgo)")
@@ -58,8 +60,17 @@ func run(args []string) int {
 			return 2
 		}
 	}
-	log.Info("conformance matrix", "seed", s, "replay", fmt.Sprintf("--seed %d", s))
-	rs, err := matrix.Run(f, matrix.Options{Seed: s, Quick: *quick,
+	checksum := "none"
+	if f, err := core.Checksums.Lookup("crc32c"); err == nil {
+		checksum = f().Name()
+	}
+	log.Info("conformance matrix", "seed", s, "replay", fmt.Sprintf("--seed %d", s),
+		"codecs", strings.Join(core.Codecs.Names(), ","), "checksum", checksum)
+	if *ops < 0 {
+		fmt.Fprintln(os.Stderr, "overlaybd-conformance: --ops must not be negative")
+		return 2
+	}
+	rs, err := matrix.Run(f, matrix.Options{Seed: s, Quick: *quick, Ops: *ops,
 		PluginBins: map[string]string{"lz4": *pluginLz4, "zstd": *pluginZstd}, Logf: func(format string, a ...any) {
 			fmt.Fprintf(os.Stderr, format+"\n", a...)
 		}})

@@ -26,7 +26,7 @@ func TestRunFilteredWritesReport(t *testing.T) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Seed != 7 || r.Summary[matrix.Pass] == 0 || r.Summary[matrix.NotRun] == 0 || r.Summary[matrix.Fail] != 0 {
+	if r.Seed != 7 || r.Summary[matrix.Pass] == 0 || r.Summary[matrix.Impossible] == 0 || r.Summary[matrix.Fail] != 0 {
 		t.Errorf("report: seed %d, summary %v", r.Seed, r.Summary)
 	}
 	for _, res := range r.Results {
@@ -39,6 +39,9 @@ func TestRunFilteredWritesReport(t *testing.T) {
 func TestBadFlagExits2(t *testing.T) {
 	if code := run([]string{"--no-such-flag"}); code != 2 {
 		t.Errorf("exit status %d, want 2", code)
+	}
+	if code := run([]string{"--ops", "-1"}); code != 2 {
+		t.Errorf("--ops -1: exit status %d, want 2", code)
 	}
 }
 

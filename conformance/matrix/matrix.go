@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/overlaybd-go/overlaybd/codecs/crc32c"
 	"github.com/overlaybd-go/overlaybd/conformance"
 	"github.com/overlaybd-go/overlaybd/conformance/kinds"
 	"github.com/overlaybd-go/overlaybd/conformance/nbdclient"
@@ -79,6 +80,8 @@ type Result struct {
 	// Remote are the registry's and the registry client's counters of
 	// remote cells.
 	Remote *RemoteCounts `json:"remote_stats,omitempty"`
+	// Checksum are the calls of the block checksum (CRC cells).
+	Checksum *ChecksumCounts `json:"checksum_stats,omitempty"`
 	// NBD are the NBD client's counters of nbd cells (requests, most in
 	// flight at once, replies out of order, block-status requests).
 	NBD *nbdclient.Stats `json:"nbd_stats,omitempty"`
@@ -146,7 +149,7 @@ func (o Options) Declared(c Cell) (Status, string) {
 	case c.Codec == "none" && !c.CRC:
 		return Impossible, "block CRCs are a ZFile feature; an uncompressed layer has none to turn off (the crc column is the only one of the pair)"
 	case c.Frontend == "tcmu":
-		return NotRun, "TCMU needs the target_core_user kernel module and configfs: it runs in the VM tier (frontends/tcmu tests), not here"
+		return Impossible, "TCMU needs the target_core_user kernel module, configfs and root, which a test process cannot have: it runs in the VM tier (make test-vm: frontends/tcmu and overlaybd-tcmu against a real kernel)"
 	case c.Cache != "local" && c.Upper == "none" && c.Engine != "psync":
 		return Impossible, "a remote read-only stack has no local file for the IO engine to serve: the caches open their own files with the os package (core.CacheConfig has no IO engine), so these run once, in the psync row (with a writable upper the engine serves the upper and the cell runs)"
 	case strings.HasSuffix(c.Codec, "-native") && !registered(c.Codec):
@@ -267,6 +270,15 @@ func runCell(c Cell, opts Options, r *Result) error {
 		defer h.Close()
 		plugin = h.Plugins()[0]
 	}
+	var sums *countingChecksum
+	if c.Codec != "none" && c.CRC {
+		cs, restore, err := installChecksum()
+		if err != nil {
+			return err
+		}
+		defer restore()
+		sums = cs
+	}
 	var counts *counting
 	if c.Codec != "none" {
 		cw, restore, err := installCounting(c.Codec)
@@ -378,6 +390,12 @@ func runCell(c Cell, opts Options, r *Result) error {
 			return fmt.Errorf("cell %s: codec %s did not serve the IO (counters %+v)", name, c.Codec, cc)
 		}
 	}
+	if sums != nil {
+		r.Checksum = &ChecksumCounts{Flavour: sums.Checksum.Name(), Updates: sums.updates.Load()}
+		if r.Checksum.Updates == 0 {
+			return fmt.Errorf("cell %s: checksum %s did not serve the block CRCs (counters %+v)", name, r.Checksum.Flavour, *r.Checksum)
+		}
+	}
 	if plugin != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -470,4 +488,36 @@ func installCounting(flavour string) (*counting, func(), error) {
 	cw := &counting{Codec: inner, flavour: flavour}
 	core.Codecs.Register(algo, num, func() (core.Codec, error) { return cw, nil })
 	return cw, func() { core.Codecs.Register(algo, num, prev) }, nil
+}
+
+// ChecksumCounts are the calls a cell's block checksum served.
+type ChecksumCounts struct {
+	// Flavour is the registered crc32c flavour: crc32c-isal in builds
+	// with -tags isal, crc32c-go otherwise.
+	Flavour string `json:"flavour"`
+	Updates uint64 `json:"updates"`
+}
+
+// countingChecksum counts the calls to a checksum.
+type countingChecksum struct {
+	core.Checksum
+	updates atomic.Uint64
+}
+
+func (c *countingChecksum) Update(crc uint32, p []byte) uint32 {
+	c.updates.Add(1)
+	return c.Checksum.Update(crc, p)
+}
+
+// installChecksum registers a counting wrapper of the registered "crc32c"
+// flavour (which the ZFile writer and reader resolve) and returns it with
+// the function that restores the flavour.
+func installChecksum() (*countingChecksum, func(), error) {
+	prev, err := core.Checksums.Lookup(crc32c.Name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("checksum: %w", err)
+	}
+	cc := &countingChecksum{Checksum: prev()}
+	core.Checksums.Register(crc32c.Name, core.NoNumber, func() core.Checksum { return cc })
+	return cc, func() { core.Checksums.Register(crc32c.Name, core.NoNumber, prev) }, nil
 }

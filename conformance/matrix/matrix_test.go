@@ -43,8 +43,13 @@ var quickSample = []Filter{
 	// NBD over the asynchronous engines and writable uppers.
 	{Engine: "io_uring,libaio", Codec: "none", Envelope: "plain", Cache: "local", Layer: "committed", Upper: "sparse,append-only", Frontend: "nbd"},
 	{Engine: "posixaio", Codec: "zstd-go", Envelope: "tar", Cache: "local", Layer: "committed", Upper: "none", Frontend: "nbd"},
+	// Writable uppers over compressed, tar-wrapped and remote lowers,
+	// with the asynchronous engines serving the upper.
+	{Engine: "libaio,posixaio", Codec: "zstd-go", Envelope: "tar", Cache: "remote-ocf,remote-download", Layer: "sealed", Upper: "sparse,append-only", Frontend: "inprocess"},
+	{Engine: "io_uring", Codec: "lz4-go", Envelope: "plain", Cache: "local,remote-file", Layer: "committed", Upper: "append-only", Frontend: "nbd"},
 	// The declared cells are listed in the log.
 	{Frontend: "tcmu", Engine: "psync", Codec: "none", Envelope: "plain", Cache: "local", Layer: "committed", Upper: "none"},
+	{Engine: "io_uring", Codec: "zstd-go", Envelope: "plain", Cache: "remote-file", Layer: "committed", Upper: "none", Frontend: "inprocess"},
 }
 
 // TestQuickMatrix runs a sample of every dimension of the matrix (the full
@@ -83,6 +88,17 @@ func TestQuickMatrix(t *testing.T) {
 			} else {
 				seen["crc=off"] = true
 			}
+			if c.Upper != "none" {
+				seen["upper over codec="+c.Codec] = true
+				seen["upper over envelope="+c.Envelope] = true
+				seen["upper over cache="+c.Cache] = true
+				if c.Cache != "local" {
+					seen["remote lowers under engine="+c.Engine] = true
+				}
+			}
+			if r.NBD != nil && r.NBD.BlockStatus > 0 {
+				seen["nbd block status"] = true
+			}
 		}
 	}
 	want := []string{"crc=on", "crc=off"}
@@ -97,6 +113,9 @@ func TestQuickMatrix(t *testing.T) {
 		"frontend=inprocess", "frontend=nbd"} {
 		want = append(want, v)
 	}
+	want = append(want, "upper over codec=zstd-go", "upper over codec=lz4-go", "upper over envelope=tar", "upper over cache=remote-ocf",
+		"upper over cache=remote-download", "upper over cache=remote-file", "remote lowers under engine=libaio",
+		"remote lowers under engine=posixaio", "remote lowers under engine=io_uring", "nbd block status")
 	for _, w := range want {
 		if !seen[w] {
 			t.Errorf("no passing cell with %s in the quick matrix", w)
