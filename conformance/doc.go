@@ -11,7 +11,8 @@
 //
 // Implementations take part through small factory interfaces:
 // [WritableKind] makes devices that accept writes (a writable layer, possibly
-// under a stack of committed layers); [ReadOnlyKind] turns a content into a
+// under a stack of committed layers), and with [BaseCreator] starts one over
+// read-only lowers that hold a content; [ReadOnlyKind] turns a content into a
 // read-only file (a committed layer, a ZFile, a tar envelope, ...). Package
 // conformance/kinds holds the kinds of this project's implementations.
 //

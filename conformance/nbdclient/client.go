@@ -375,8 +375,9 @@ func (c *Client) fail(err error) {
 	c.conn.Close()
 }
 
-// take removes the request of handle h from the table; done says whether
-// the reply completes it.
+// lookup finds the request of handle h; when done (the reply completes
+// it) the request leaves the table, and a reply that overtook an older
+// request is counted as out of order.
 func (c *Client) lookup(h uint64, done bool) (*call, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
