@@ -24,6 +24,10 @@ type RegistryCounts struct {
 	Requests, Retries, Errors uint64
 	// Bytes counts body bytes received.
 	Bytes uint64
+	// ErrorsByClass splits Errors by the kind of failure (class label,
+	// e.g. http_4xx, http_5xx, transport, body, timeout, other); nil
+	// exports no per-class series.
+	ErrorsByClass map[string]uint64
 }
 
 // AddCache exports c's counters under cache=name.
@@ -77,6 +81,8 @@ var (
 	regRetries  = desc("overlaybd_registry_retries_total", "Retried registry requests.", "client")
 	regErrors   = desc("overlaybd_registry_errors_total", "Registry requests that failed for good.", "client")
 	regBytes    = desc("overlaybd_registry_received_bytes_total", "Body bytes received from registries.", "client")
+	regErrClass = prometheus.NewDesc("overlaybd_registry_errors_by_class_total",
+		"Registry requests that failed for good, by the kind of failure that ended them.", []string{"client", "class"}, nil)
 )
 
 type cacheCollector struct {
@@ -132,7 +138,7 @@ type registryCollector struct {
 }
 
 func (c *registryCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{regRequests, regRetries, regErrors, regBytes} {
+	for _, d := range []*prometheus.Desc{regRequests, regRetries, regErrors, regBytes, regErrClass} {
 		ch <- d
 	}
 }
@@ -144,5 +150,8 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 		v uint64
 	}{{regRequests, s.Requests}, {regRetries, s.Retries}, {regErrors, s.Errors}, {regBytes, s.Bytes}} {
 		ch <- prometheus.MustNewConstMetric(x.d, prometheus.CounterValue, float64(x.v), c.name)
+	}
+	for class, v := range s.ErrorsByClass {
+		ch <- prometheus.MustNewConstMetric(regErrClass, prometheus.CounterValue, float64(v), c.name, class)
 	}
 }

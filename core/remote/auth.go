@@ -205,9 +205,9 @@ func cleanNetErr(err error) error {
 		if errors.Is(ue.Err, context.Canceled) || errors.Is(ue.Err, context.DeadlineExceeded) {
 			return fmt.Errorf("%s %s: %w", ue.Op, Redact(ue.URL), ue.Err)
 		}
-		return fmt.Errorf("%w: %s %s: %w", ErrBadResponse, ue.Op, Redact(ue.URL), ue.Err)
+		return withClass(ErrorTransport, fmt.Errorf("%w: %s %s: %w", ErrBadResponse, ue.Op, Redact(ue.URL), ue.Err))
 	}
-	return fmt.Errorf("%w: %w", ErrBadResponse, err)
+	return withClass(ErrorTransport, fmt.Errorf("%w: %w", ErrBadResponse, err))
 }
 
 func drain(resp *http.Response) {
@@ -232,7 +232,14 @@ func statusErr(what, u string, code int) error {
 	default:
 		s = ErrBadResponse
 	}
-	return fmt.Errorf("%s %s: status %d: %w", what, Redact(u), code, s)
+	class := ErrorOther
+	switch {
+	case code >= 400 && code < 500:
+		class = ErrorHTTP4xx
+	case code >= 500 && code < 600:
+		class = ErrorHTTP5xx
+	}
+	return withClass(class, fmt.Errorf("%s %s: status %d: %w", what, Redact(u), code, s))
 }
 
 // resolve runs the authentication dance for blobURL (REMOTE.md §3.3) and
@@ -343,20 +350,20 @@ func responseSize(resp *http.Response) (int64, error) {
 			return 0, err
 		}
 		if total < 0 {
-			return 0, fmt.Errorf("%w: Content-Range without total", ErrBadResponse)
+			return 0, withClass(ErrorBody, fmt.Errorf("%w: Content-Range without total", ErrBadResponse))
 		}
 		return total, nil
 	}
 	if resp.StatusCode == http.StatusOK && resp.ContentLength >= 0 {
 		return resp.ContentLength, nil
 	}
-	return 0, fmt.Errorf("%w: no size in response", ErrBadResponse)
+	return 0, withClass(ErrorBody, fmt.Errorf("%w: no size in response", ErrBadResponse))
 }
 
 // parseContentRange parses "bytes first-last/total" (total -1 for "*").
 func parseContentRange(v string) (first, last, total int64, err error) {
 	bad := func() (int64, int64, int64, error) {
-		return 0, 0, 0, fmt.Errorf("%w: bad Content-Range %q", ErrBadResponse, v)
+		return 0, 0, 0, withClass(ErrorBody, fmt.Errorf("%w: bad Content-Range %q", ErrBadResponse, v))
 	}
 	rest, ok := strings.CutPrefix(v, "bytes ")
 	if !ok {

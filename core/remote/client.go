@@ -91,6 +91,22 @@ type Stats struct {
 	Bytes uint64
 	// Retries counts retried attempts; AuthRounds authentication rounds.
 	Retries, AuthRounds uint64
+	// Errors counts operations (reads of a range, the opening of a blob)
+	// that failed for good, after their retries; ErrorsByClass splits
+	// them by the class of the failure that ended them (indexed by
+	// ErrorClass). Operations cancelled by their caller are not errors.
+	Errors        uint64
+	ErrorsByClass [numErrorClasses]uint64
+}
+
+// ErrorCounts returns ErrorsByClass keyed by class name (the
+// overlaybd_registry_errors_by_class_total label).
+func (s Stats) ErrorCounts() map[string]uint64 {
+	m := make(map[string]uint64, numErrorClasses)
+	for i, v := range s.ErrorsByClass {
+		m[ErrorClass(i).String()] = v
+	}
+	return m
 }
 
 // Client is the registry client shared by every blob of a daemon. It is safe
@@ -110,6 +126,7 @@ type Client struct {
 
 	stats struct {
 		requests, dataRequests, bytes, retries, authRounds atomic.Uint64
+		errors                                             [numErrorClasses]atomic.Uint64
 	}
 }
 
@@ -267,13 +284,18 @@ func (c *Client) Logger() *slog.Logger { return c.log }
 
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
-	return Stats{
+	s := Stats{
 		Requests:     c.stats.requests.Load(),
 		DataRequests: c.stats.dataRequests.Load(),
 		Bytes:        c.stats.bytes.Load(),
 		Retries:      c.stats.retries.Load(),
 		AuthRounds:   c.stats.authRounds.Load(),
 	}
+	for i := range s.ErrorsByClass {
+		s.ErrorsByClass[i] = c.stats.errors[i].Load()
+		s.Errors += s.ErrorsByClass[i]
+	}
+	return s
 }
 
 // Close releases idle connections. Blobs must be closed first.

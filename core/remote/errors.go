@@ -76,3 +76,79 @@ func Redact(u string) string {
 	p.Fragment = ""
 	return p.String()
 }
+
+// ErrorClass is the kind of failure that ended a registry operation (a read
+// or the opening of a blob) after its retries. Stats counts the operations
+// that failed by class.
+type ErrorClass uint8
+
+// Error classes.
+const (
+	// ErrorHTTP4xx: the registry answered with a 4xx status (401/403 after
+	// a fresh authentication round, 404, 429 that kept coming back).
+	ErrorHTTP4xx ErrorClass = iota
+	// ErrorHTTP5xx: the registry (or a proxy) kept answering with a 5xx
+	// status.
+	ErrorHTTP5xx
+	// ErrorTransport: the exchange failed below HTTP (connection refused
+	// or reset before a response, TLS, DNS).
+	ErrorTransport
+	// ErrorBody: a response failed its checks: a short or reset body, a
+	// wrong or missing Content-Range, a length that does not match.
+	ErrorBody
+	// ErrorTimeout: an exchange or the operation's budget timed out.
+	ErrorTimeout
+	// ErrorOther: anything else (bad URLs, credential helpers, redirect
+	// loops, unexpected statuses outside 4xx/5xx).
+	ErrorOther
+	numErrorClasses
+)
+
+var errorClassNames = [numErrorClasses]string{"http_4xx", "http_5xx", "transport", "body", "timeout", "other"}
+
+// String returns the class's metric label: http_4xx, http_5xx, transport,
+// body, timeout or other.
+func (c ErrorClass) String() string {
+	if c < numErrorClasses {
+		return errorClassNames[c]
+	}
+	return "unknown"
+}
+
+// ErrorClasses lists every class, in order.
+func ErrorClasses() []ErrorClass {
+	cs := make([]ErrorClass, numErrorClasses)
+	for i := range cs {
+		cs[i] = ErrorClass(i)
+	}
+	return cs
+}
+
+// classedError tags an error with the class it counts under.
+type classedError struct {
+	class ErrorClass
+	err   error
+}
+
+func (e *classedError) Error() string { return e.err.Error() }
+func (e *classedError) Unwrap() error { return e.err }
+
+// withClass tags err with class c (nil stays nil).
+func withClass(c ErrorClass, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &classedError{class: c, err: err}
+}
+
+// classOf returns the class err counts under.
+func classOf(err error) ErrorClass {
+	var ce *classedError
+	switch {
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return ErrorTimeout
+	case errors.As(err, &ce):
+		return ce.class
+	}
+	return ErrorOther
+}

@@ -36,13 +36,13 @@ func (c *Client) retry(ctx context.Context, what string, fn func(ctx context.Con
 			return fmt.Errorf("%s: %w", what, ctx.Err())
 		}
 		if permanent(err) {
-			return fmt.Errorf("%s: %w", what, err)
+			return c.failed(fmt.Errorf("%s: %w", what, err))
 		}
 		if bctx.Err() != nil {
-			return fmt.Errorf("%s: budget of %s used up: %w (last error: %w)", what, c.opts.Timeout, ErrTimeout, last)
+			return c.failed(fmt.Errorf("%s: budget of %s used up: %w (last error: %w)", what, c.opts.Timeout, ErrTimeout, last))
 		}
 		if attempt >= c.opts.Retries {
-			return fmt.Errorf("%s: %d attempts: %w", what, attempt+1, last)
+			return c.failed(fmt.Errorf("%s: %d attempts: %w", what, attempt+1, last))
 		}
 		c.stats.retries.Add(1)
 		c.log.Debug("retrying registry request", "op", what, "attempt", attempt+1, "err", err)
@@ -55,6 +55,14 @@ func (c *Client) retry(ctx context.Context, what string, fn func(ctx context.Con
 			t.Stop()
 		}
 	}
+}
+
+// failed counts an operation that failed for good under its error class and
+// returns err. Operations the caller cancelled are not registry errors and
+// are not counted.
+func (c *Client) failed(err error) error {
+	c.stats.errors[classOf(err)].Add(1)
+	return err
 }
 
 // permanent reports errors a retry cannot cure.
@@ -125,17 +133,17 @@ func (c *Client) readFrom(ctx context.Context, blobURL string, e *urlEntry, p []
 				return 0, err
 			}
 			if total < 0 {
-				return 0, fmt.Errorf("%w: Content-Range of %s without total", ErrBadResponse, Redact(blobURL))
+				return 0, withClass(ErrorBody, fmt.Errorf("%w: Content-Range of %s without total", ErrBadResponse, Redact(blobURL)))
 			}
 			if size >= 0 && total != size {
-				return 0, fmt.Errorf("%w: %s is %d bytes, the registry now says %d", ErrBadResponse, Redact(blobURL), size, total)
+				return 0, withClass(ErrorBody, fmt.Errorf("%w: %s is %d bytes, the registry now says %d", ErrBadResponse, Redact(blobURL), size, total))
 			}
 			want := min(n, total-off)
 			if first != off || last != off+want-1 {
-				return 0, fmt.Errorf("%w: asked %s for bytes %d-%d, got %d-%d", ErrBadResponse, Redact(blobURL), off, off+want-1, first, last)
+				return 0, withClass(ErrorBody, fmt.Errorf("%w: asked %s for bytes %d-%d, got %d-%d", ErrBadResponse, Redact(blobURL), off, off+want-1, first, last))
 			}
 			if resp.ContentLength >= 0 && resp.ContentLength != want {
-				return 0, fmt.Errorf("%w: Content-Length %d for a range of %d", ErrBadResponse, resp.ContentLength, want)
+				return 0, withClass(ErrorBody, fmt.Errorf("%w: Content-Length %d for a range of %d", ErrBadResponse, resp.ContentLength, want))
 			}
 			if err := readBody(resp.Body, p[:want]); err != nil {
 				return 0, err
@@ -146,11 +154,11 @@ func (c *Client) readFrom(ctx context.Context, blobURL string, e *urlEntry, p []
 			// A server that ignores Range sends the whole blob.
 			total := resp.ContentLength
 			if total < 0 || (size >= 0 && total != size) {
-				return 0, fmt.Errorf("%w: 200 for a range request of %s with length %d", ErrBadResponse, Redact(blobURL), total)
+				return 0, withClass(ErrorBody, fmt.Errorf("%w: 200 for a range request of %s with length %d", ErrBadResponse, Redact(blobURL), total))
 			}
 			if off > 0 {
 				if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
-					return 0, fmt.Errorf("%w: body of %s: %w", ErrBadResponse, Redact(blobURL), err)
+					return 0, withClass(ErrorBody, fmt.Errorf("%w: body of %s: %w", ErrBadResponse, Redact(blobURL), err))
 				}
 			}
 			want := max(0, min(n, total-off))
@@ -172,7 +180,7 @@ func readBody(r io.Reader, p []byte) error {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
-		return fmt.Errorf("%w: short body: %d of %d bytes: %w", ErrBadResponse, n, len(p), err)
+		return withClass(ErrorBody, fmt.Errorf("%w: short body: %d of %d bytes: %w", ErrBadResponse, n, len(p), err))
 	}
 	return nil
 }
