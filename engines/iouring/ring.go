@@ -138,17 +138,6 @@ type Features struct {
 	FixedBuffers, FixedFiles bool
 }
 
-// batch is one submission waiting for its completions.
-type batch struct {
-	pending atomic.Int32
-	done    chan struct{}
-}
-
-type inflight struct {
-	req *core.IORequest
-	b   *batch
-}
-
 type ring struct {
 	c        *fileengine.Counters
 	fd       int
@@ -179,8 +168,7 @@ type ring struct {
 	unsubmitted atomic.Int64
 	submitting  atomic.Bool
 
-	free  chan uint32 // free slot numbers: the queue-depth semaphore
-	slots []atomic.Pointer[inflight]
+	slots *fileengine.Slots // the requests in flight, bounded by the SQ size
 
 	filesMu   sync.Mutex
 	freeFiles []int32 // free indexes of the registered file table
@@ -285,11 +273,7 @@ func newRing(o Options, c *fileengine.Counters) (*ring, error) {
 		r.features.FixedBuffers = true
 	}
 
-	r.free = make(chan uint32, r.entries)
-	r.slots = make([]atomic.Pointer[inflight], r.entries)
-	for i := range r.entries {
-		r.free <- uint32(i)
-	}
+	r.slots = fileengine.NewSlots(r.entries, c)
 	r.efd = os.NewFile(uintptr(efd), "io_uring-eventfd")
 	ok = true
 	go r.reap()
@@ -379,31 +363,10 @@ func (r *ring) drain() int {
 	for ; head != tail; head++ {
 		c := r.cqes[head&r.cqMask]
 		atomic.StoreUint32(r.cqHead, head+1)
-		r.complete(uint32(c.userData), c.res)
+		r.slots.Complete(c.userData, int64(c.res))
 		n++
 	}
 	return n
-}
-
-func (r *ring) complete(s uint32, res int32) {
-	if int(s) >= len(r.slots) {
-		return
-	}
-	f := r.slots[s].Swap(nil)
-	if f == nil {
-		// Not a request of ours in flight: nothing to complete.
-		return
-	}
-	r.c.End(1)
-	if res < 0 {
-		f.req.N, f.req.Err = 0, unix.Errno(-res)
-	} else {
-		f.req.N, f.req.Err = int(res), nil
-	}
-	r.free <- s
-	if f.b.pending.Add(-1) == 0 {
-		close(f.b.done)
-	}
 }
 
 // waitInKernel waits for bt's completions inside io_uring_enter, the way a
@@ -413,13 +376,13 @@ func (r *ring) complete(s uint32, res int32) {
 // the latency. Only one goroutine at a time waits so (kwait); the others
 // and the reaper stand by. Waits are bounded, because the reaper may have
 // taken the completion just before kwait was set.
-func (r *ring) waitInKernel(bt *batch) {
+func (r *ring) waitInKernel(bt *fileengine.Waiter) {
 	// The arguments live in the ring (a heap object that does not move),
 	// not on this goroutine's stack, which may move: the kernel follows the
 	// pointer to the timeout.
 	r.waitTS = unix.NsecToTimespec(int64(kernelWaitSlice))
 	r.waitArg = getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&r.waitTS)))}
-	for bt.pending.Load() > 0 {
+	for bt.Pending() {
 		unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, enterGetEvents|enterExtArg,
 			uintptr(unsafe.Pointer(&r.waitArg)), unsafe.Sizeof(r.waitArg))
 		r.cqMu.Lock()
@@ -474,42 +437,28 @@ func (r *ring) submit(reqs []core.IORequest, fill func(i int, s *sqe)) error {
 		return fmt.Errorf("io_uring: %w", core.ErrClosed)
 	}
 	n := len(reqs)
-	bt := &batch{done: make(chan struct{})}
-	bt.pending.Store(int32(n))
-	var one [1]uint32
+	bt := fileengine.NewWaiter(n)
+	var small [32]uint64
+	tokens := small[:]
+	if n > len(small) {
+		tokens = make([]uint64, n)
+	}
 	for i := 0; i < n; {
-		// Take at least one free slot, waiting if the queue is full, and as
+		// At least one free slot, waiting if the queue is full, and as
 		// many more as are free without waiting.
-		ids := one[:0]
-		if i > 0 || n > 1 {
-			ids = make([]uint32, 0, n-i)
-		}
-		ids = append(ids, <-r.free)
-	more:
-		for i+len(ids) < n {
-			select {
-			case s := <-r.free:
-				ids = append(ids, s)
-			default:
-				break more
-			}
-		}
-		for k, s := range ids {
-			r.slots[s].Store(&inflight{req: &reqs[i+k], b: bt})
-		}
-		r.c.Begin(len(ids))
+		k := r.slots.Take(bt, reqs[i:], tokens[i:])
 		r.fillMu.Lock()
-		for k, s := range ids {
+		for j := i; j < i+k; j++ {
 			e := &r.sqes[r.tail&r.sqMask]
-			*e = sqe{userData: uint64(s)}
-			fill(i+k, e)
+			*e = sqe{userData: tokens[j]}
+			fill(j, e)
 			r.tail++
 		}
 		atomic.StoreUint32(r.sqTail, r.tail)
-		r.unsubmitted.Add(int64(len(ids)))
+		r.unsubmitted.Add(int64(k))
 		r.fillMu.Unlock()
 		r.flush()
-		i += len(ids)
+		i += k
 	}
 	// Requests the kernel completed during the enter (page-cache hits)
 	// are already in the completion queue: reap them here rather than
@@ -518,10 +467,10 @@ func (r *ring) submit(reqs []core.IORequest, fill func(i int, s *sqe)) error {
 		r.drain()
 		r.cqMu.Unlock()
 	}
-	if bt.pending.Load() > 0 && r.c.InFlight() <= kernelWaitDepth && r.features.Flags&featExtArg != 0 && r.kwait.CompareAndSwap(false, true) {
+	if bt.Pending() && r.c.InFlight() <= kernelWaitDepth && r.features.Flags&featExtArg != 0 && r.kwait.CompareAndSwap(false, true) {
 		r.waitInKernel(bt)
 	}
-	<-bt.done
+	bt.Wait()
 	return nil
 }
 

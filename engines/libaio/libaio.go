@@ -135,19 +135,6 @@ type ioEvent struct {
 	res2 int64
 }
 
-// batch is one submission waiting for its completions.
-type batch struct {
-	pending atomic.Int32
-	done    chan struct{}
-}
-
-// inflight is what a slot of the context refers to while its request is in
-// the kernel.
-type inflight struct {
-	req *core.IORequest
-	b   *batch
-}
-
 type backend struct {
 	c     *fileengine.Counters
 	ctx   uintptr
@@ -155,8 +142,7 @@ type backend struct {
 	efd   *os.File
 	efdN  int
 
-	free  chan uint32 // free slot numbers: the queue-depth semaphore
-	slots []atomic.Pointer[inflight]
+	slots *fileengine.Slots // the requests in flight, at most depth
 
 	// Control blocks queued for io_submit by any goroutine; whoever takes
 	// the submitter role submits all of them (see flush).
@@ -190,13 +176,9 @@ func newBackend(depth int, c *fileengine.Counters) (*backend, error) {
 	b := &backend{
 		c: c, ctx: ctx, depth: depth,
 		efd: os.NewFile(uintptr(efd), "libaio-eventfd"), efdN: efd,
-		free:       make(chan uint32, depth),
+		slots:      fileengine.NewSlots(depth, c),
 		waitEvents: make([]ioEvent, 64),
-		slots:      make([]atomic.Pointer[inflight], depth),
 		reaped:     make(chan struct{}),
-	}
-	for i := range depth {
-		b.free <- uint32(i)
 	}
 	go b.reap()
 	return b, nil
@@ -256,7 +238,7 @@ func (b *backend) reapNow(events []ioEvent, zero *unix.Timespec) {
 			return
 		}
 		for _, ev := range events[:n] {
-			b.complete(uint32(ev.data), ev.res)
+			b.slots.Complete(ev.data, ev.res)
 		}
 		if int(n) < len(events) {
 			return
@@ -278,14 +260,14 @@ const kernelWaitDepth = 4
 // other goroutines'), instead of going through the eventfd, the runtime's
 // poller and the reaper: at low depth that round trip is most of the
 // latency. Only one goroutine at a time waits so (kwait).
-func (b *backend) waitInKernel(bt *batch) {
+func (b *backend) waitInKernel(bt *fileengine.Waiter) {
 	b.waitTS = unix.NsecToTimespec(int64(kernelWaitSlice))
-	for bt.pending.Load() > 0 {
+	for bt.Pending() {
 		n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, b.ctx, 1, uintptr(len(b.waitEvents)),
 			uintptr(unsafe.Pointer(&b.waitEvents[0])), uintptr(unsafe.Pointer(&b.waitTS)), 0)
 		if errno == 0 {
 			for _, ev := range b.waitEvents[:n] {
-				b.complete(uint32(ev.data), ev.res)
+				b.slots.Complete(ev.data, ev.res)
 			}
 		}
 	}
@@ -296,28 +278,6 @@ func (b *backend) waitInKernel(bt *batch) {
 	// soon as it is released, so this reap uses a buffer of its own.
 	var events [16]ioEvent
 	b.reapNow(events[:], &unix.Timespec{})
-}
-
-// complete finishes the request in slot s with the kernel's result res.
-func (b *backend) complete(s uint32, res int64) {
-	if int(s) >= len(b.slots) {
-		return
-	}
-	f := b.slots[s].Swap(nil)
-	if f == nil {
-		// Not a request of ours in flight: nothing to complete.
-		return
-	}
-	b.c.End(1)
-	if res < 0 {
-		f.req.N, f.req.Err = 0, unix.Errno(-res)
-	} else {
-		f.req.N, f.req.Err = int(res), nil
-	}
-	b.free <- s
-	if f.b.pending.Add(-1) == 0 {
-		close(f.b.done)
-	}
 }
 
 type target struct {
@@ -390,7 +350,7 @@ func (b *backend) submitAll(cbs []*iocb) {
 		default:
 			// The first request was refused; it completes with the error
 			// and the rest go on.
-			b.complete(uint32(cbs[0].data), -int64(errno))
+			b.slots.Complete(cbs[0].data, -int64(errno))
 			cbs = cbs[1:]
 		}
 	}
@@ -403,10 +363,10 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 		return fmt.Errorf("libaio: %w", core.ErrClosed)
 	}
 	n := len(reqs)
-	bt := &batch{done: make(chan struct{})}
-	bt.pending.Store(int32(n))
+	bt := fileengine.NewWaiter(n)
 	cbs := make([]iocb, n)
 	ptrs := make([]*iocb, n)
+	tokens := make([]uint64, n)
 	var pin runtime.Pinner
 	defer pin.Unpin()
 	for i := range reqs {
@@ -432,25 +392,12 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 		ptrs[i] = cb
 	}
 	for i := 0; i < n; {
-		// Take at least one free slot, waiting if the queue is full, and as
+		// At least one free slot, waiting if the queue is full, and as
 		// many more as are free without waiting.
-		k := 0
-		take := func(s uint32) {
-			cbs[i+k].data = uint64(s)
-			b.slots[s].Store(&inflight{req: &reqs[i+k], b: bt})
-			k++
+		k := b.slots.Take(bt, reqs[i:], tokens[i:])
+		for j := i; j < i+k; j++ {
+			cbs[j].data = tokens[j]
 		}
-		take(<-b.free)
-	more:
-		for i+k < n {
-			select {
-			case s := <-b.free:
-				take(s)
-			default:
-				break more
-			}
-		}
-		b.c.Begin(k)
 		b.queueMu.Lock()
 		b.queue = append(b.queue, ptrs[i:i+k]...)
 		b.queued.Add(int64(k))
@@ -458,10 +405,10 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 		b.flush()
 		i += k
 	}
-	if bt.pending.Load() > 0 && b.c.InFlight() <= kernelWaitDepth && b.kwait.CompareAndSwap(false, true) {
+	if bt.Pending() && b.c.InFlight() <= kernelWaitDepth && b.kwait.CompareAndSwap(false, true) {
 		b.waitInKernel(bt)
 	}
-	<-bt.done
+	bt.Wait()
 	runtime.KeepAlive(cbs)
 	return nil
 }
