@@ -2,13 +2,11 @@ package main
 
 import (
 	"bytes"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/clitest"
@@ -41,25 +39,6 @@ func TestCommitVector(t *testing.T) {
 	clitest.SameFile(t, filepath.Join(dir, "OUT"), vec(t, "lsmt/rw-log.commit"))
 }
 
-// inner opens a (possibly wrapped) output and returns its innermost bytes.
-func inner(t *testing.T, path string) ([]byte, *envelope.Description) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, desc, err := envelope.Open(psync.NewFile(f, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	b := make([]byte, in.Size())
-	if _, err := in.ReadAt(b, 0); err != nil && err != io.EOF {
-		t.Fatal(err)
-	}
-	return b, desc
-}
-
 // TestCommitZFile: -z with both algorithms and two block sizes; with the
 // cgo codecs the files are upstream's byte for byte, with the pure-Go
 // codecs they decompress to the vector's commit.
@@ -74,7 +53,7 @@ func TestCommitZFile(t *testing.T) {
 			if code, out, errOut := clitest.Run(t, dir, args...); code != 0 || out != success {
 				t.Fatalf("%s: exit %d, %q %q", name, code, out, errOut)
 			}
-			got, desc := inner(t, filepath.Join(dir, name))
+			got, desc := clitest.Unwrap(t, filepath.Join(dir, name))
 			if !bytes.Equal(got, want) || desc.String() != "zfile > lsmt" {
 				t.Fatalf("%s (%s) does not decompress to rw-log.commit", name, desc)
 			}
@@ -89,7 +68,7 @@ func TestCommitZFile(t *testing.T) {
 	if code, _, errOut := clitest.Run(t, dir, args...); code != 0 {
 		t.Fatalf("-z -t: exit %d: %s", code, errOut)
 	}
-	got, desc := inner(t, filepath.Join(dir, "tarred"))
+	got, desc := clitest.Unwrap(t, filepath.Join(dir, "tarred"))
 	if !bytes.Equal(got, want) || desc.String() != "tar > zfile > lsmt" {
 		t.Fatalf("-z -t gave %s", desc)
 	}

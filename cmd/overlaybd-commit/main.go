@@ -186,7 +186,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdline.Errorf(cli.ExitRequired, "commit_file is required")
 		}
 		out = pos[2]
-		src, err = openWritable(pos[0], pos[1])
+		src, err = openWritable(pos[0], pos[1], os.O_RDONLY)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "failed to open the layer to commit: %v\n", err)
@@ -232,14 +232,15 @@ func openFile(path string, flag int) (core.File, error) {
 	return psync.NewFile(f, nil), nil
 }
 
-// openWritable opens a writable layer read-only (a commit never changes
-// it). A sparse layer's index file may be absent.
-func openWritable(dataPath, indexPath string) (*lsmt.Writable, error) {
-	data, err := openFile(dataPath, os.O_RDONLY)
+// openWritable opens a writable layer with flag: os.O_RDONLY to commit it
+// (a commit never changes it), os.O_RDWR to seal it. A sparse layer's index
+// file may be absent.
+func openWritable(dataPath, indexPath string, flag int) (*lsmt.Writable, error) {
+	data, err := openFile(dataPath, flag)
 	if err != nil {
 		return nil, err
 	}
-	index, err := openFile(indexPath, os.O_RDONLY)
+	index, err := openFile(indexPath, flag)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			data.Close()
@@ -281,24 +282,8 @@ func openSealed(path string) (*lsmt.ReadOnly, error) {
 }
 
 func seal(dataPath, indexPath string) error {
-	data, err := openFile(dataPath, os.O_RDWR)
+	w, err := openWritable(dataPath, indexPath, os.O_RDWR)
 	if err != nil {
-		return err
-	}
-	index, err := openFile(indexPath, os.O_RDWR)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			data.Close()
-			return err
-		}
-		index = nil
-	}
-	w, err := lsmt.OpenWritable(data, index)
-	if err != nil {
-		data.Close()
-		if index != nil {
-			index.Close()
-		}
 		return err
 	}
 	r, err := w.Seal()

@@ -3,14 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/overlaybd-go/overlaybd/core/envelope"
-	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
@@ -61,7 +58,7 @@ func TestMergeVector(t *testing.T) {
 	if code, _, errOut := clitest.Run(t, dir, "--service-config-path", svc, img, "merged.zfile"); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	got, desc := innerBytes(t, filepath.Join(dir, "merged.zfile"))
+	got, desc := clitest.Unwrap(t, filepath.Join(dir, "merged.zfile"))
 	want, _ := os.ReadFile(testvectors.Path(t, "stack/merged-by-tool.commit"))
 	if !bytes.Equal(got, want) || desc.String() != "zfile > lsmt" {
 		t.Fatalf("compressed merge (%s) does not decompress to merged-by-tool.commit", desc)
@@ -83,27 +80,9 @@ func TestMergeAnyEnvelope(t *testing.T) {
 	if code, _, errOut := clitest.Run(t, dir, "-t", "--service_config_path", svcConfig(t, dir), img, "m.tar"); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	if _, desc := innerBytes(t, filepath.Join(dir, "m.tar")); desc.String() != "tar > zfile > lsmt" {
+	if _, desc := clitest.Unwrap(t, filepath.Join(dir, "m.tar")); desc.String() != "tar > zfile > lsmt" {
 		t.Fatalf("-t gave %s", desc)
 	}
-}
-
-func innerBytes(t *testing.T, path string) ([]byte, *envelope.Description) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, desc, err := envelope.Open(psync.NewFile(f, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	b := make([]byte, in.Size())
-	if _, err := in.ReadAt(b, 0); err != nil && err != io.EOF {
-		t.Fatal(err)
-	}
-	return b, desc
 }
 
 func TestMergeErrors(t *testing.T) {

@@ -1,7 +1,7 @@
 // Package clitest holds what the tests of the command-line tools share:
 // running a tool's test binary as the tool itself, so that a test sees the
 // real process (exit status, standard output, standard error); comparing an
-// output file with a vector; building a codec plugin; and writing a service
+// output file with a vector; reading a layer through its envelopes; building a codec plugin; and writing a service
 // configuration that lists codec plugins.
 //
 // A tool's tests re-execute their binary through Main and Run:
@@ -17,10 +17,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/overlaybd-go/overlaybd/core/envelope"
+	"github.com/overlaybd-go/overlaybd/engines/psync"
 )
 
 // asTool is the environment variable that tells the test binary to run as
@@ -79,6 +83,26 @@ func SameFile(t testing.TB, got, want string) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("%s (%d bytes) differs from %s (%d bytes)", got, len(a), want, len(b))
 	}
+}
+
+// Unwrap opens the layer file at path through its envelopes (tar, ZFile) and
+// returns the bytes they hold and the description of the nesting.
+func Unwrap(t testing.TB, path string) ([]byte, *envelope.Description) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, desc, err := envelope.Open(psync.NewFile(f, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	b := make([]byte, in.Size())
+	if _, err := in.ReadAt(b, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	return b, desc
 }
 
 // BuildPlugin builds the Go package pkg (a codec plugin) with go build into

@@ -1,6 +1,7 @@
 package clitest_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	_ "github.com/overlaybd-go/overlaybd/codecs/all"
 	"github.com/overlaybd-go/overlaybd/internal/clitest"
+	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
 // TestMain makes the test binary a small tool: it prints its arguments and
@@ -47,4 +50,20 @@ func TestSameFileAndPluginConfig(t *testing.T) {
 		t.Fatalf("%s: %s, want %s", p, b, want)
 	}
 	clitest.SameFile(t, p, p)
+}
+
+func TestUnwrap(t *testing.T) {
+	want, err := os.ReadFile(testvectors.Path(t, "lsmt/rw-log.commit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rel, nesting := range map[string]string{
+		"lsmt/rw-log.commit":       "lsmt",
+		"lsmt/rw-log.commit.zfile": "zfile > lsmt",
+	} {
+		got, desc := clitest.Unwrap(t, testvectors.Path(t, rel))
+		if desc.String() != nesting || !bytes.Equal(got, want) {
+			t.Errorf("%s: %s, %d bytes; want %s and the bytes of lsmt/rw-log.commit", rel, desc, len(got), nesting)
+		}
+	}
 }
