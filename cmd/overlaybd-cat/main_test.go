@@ -21,6 +21,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/cli"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -240,8 +241,7 @@ func TestCatConfig(t *testing.T) {
 
 func TestCatErrors(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.json")
-	os.WriteFile(cfg, []byte(`{"lowers":[{"file":"/nonexistent/layer"}]}`), 0o600)
+	cfg := clitest.WriteFile(t, filepath.Join(dir, "c.json"), []byte(`{"lowers":[{"file":"/nonexistent/layer"}]}`))
 	out := filepath.Join(dir, "o")
 	cases := []struct {
 		args []string
@@ -266,9 +266,8 @@ func TestCatErrors(t *testing.T) {
 		}
 	}
 	// The output may not be one of the inputs.
-	cp := filepath.Join(dir, "A.commit")
 	b, _ := os.ReadFile(v(t, "stack/A.commit"))
-	os.WriteFile(cp, b, 0o644)
+	cp := clitest.WriteFile(t, filepath.Join(dir, "A.commit"), b)
 	if _, code, stderr := cat(t, "-o", cp, cp); code != cli.ExitFailure || !strings.Contains(stderr, "refusing to overwrite") {
 		t.Errorf("output = input: exit %d, %s", code, stderr)
 	}

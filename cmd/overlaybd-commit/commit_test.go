@@ -81,7 +81,7 @@ func TestSealThenCommitSealed(t *testing.T) {
 	dir := t.TempDir()
 	for _, n := range []string{"rw-log.data", "rw-log.index"} {
 		b, _ := os.ReadFile(vec(t, "lsmt/"+n))
-		os.WriteFile(filepath.Join(dir, n), b, 0o644)
+		clitest.WriteFile(t, filepath.Join(dir, n), b)
 	}
 	if code, out, errOut := clitest.Run(t, dir, "--seal", "rw-log.data", "rw-log.index"); code != 0 || out != "" {
 		t.Fatalf("seal: exit %d %q %q", code, out, errOut)
@@ -157,8 +157,7 @@ func fileAt(t *testing.T, dir, name string) *psync.File {
 func TestCommitErrors(t *testing.T) {
 	dir := t.TempDir()
 	data, index := vec(t, "lsmt/rw-log.data"), vec(t, "lsmt/rw-log.index")
-	bad := filepath.Join(dir, "bad.index")
-	os.WriteFile(bad, make([]byte, 5000), 0o644)
+	bad := clitest.WriteFile(t, filepath.Join(dir, "bad.index"), make([]byte, 5000))
 	for _, c := range []struct {
 		args []string
 		code int

@@ -95,7 +95,7 @@ func TestCreateErrors(t *testing.T) {
 	}
 	// An existing index file: failure, and the data file this run created
 	// is removed.
-	os.WriteFile(filepath.Join(dir, "taken"), nil, 0o644)
+	clitest.WriteFile(t, filepath.Join(dir, "taken"), nil)
 	code, _, errOut := clitest.Run(t, dir, "new", "taken", "1")
 	if code != 255 || !strings.Contains(errOut, "failed to open file 'taken', 17: file exists") {
 		t.Fatalf("exit %d: %s", code, errOut)

@@ -15,10 +15,7 @@ import (
 // message naming the cause, and writes no output.
 func TestBadServiceConfig(t *testing.T) {
 	dir := t.TempDir()
-	raw := filepath.Join(dir, "raw.img")
-	if err := os.WriteFile(raw, bytes.Repeat([]byte{7}, 64<<10), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	raw := clitest.WriteFile(t, filepath.Join(dir, "raw.img"), bytes.Repeat([]byte{7}, 64<<10))
 	svc := clitest.PluginConfig(t, dir, "no-such-plugin", "zstd")
 	for _, c := range []struct{ flag, svc, msg string }{
 		{"--service_config_path", svc, filepath.Join(dir, "no-such-plugin")},

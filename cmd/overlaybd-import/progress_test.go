@@ -3,11 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/progress/ptytest"
 )
 
@@ -15,11 +15,8 @@ import (
 // are shown there; into a pipe standard error stays empty.
 func TestImportProgress(t *testing.T) {
 	dir := t.TempDir()
-	img := filepath.Join(dir, "raw.img")
 	raw := bytes.Repeat([]byte("overlaybd progress "), 4<<20/19+1)
-	if err := os.WriteFile(img, raw[:4<<20], 0o644); err != nil {
-		t.Fatal(err)
-	}
+	img := clitest.WriteFile(t, filepath.Join(dir, "raw.img"), raw[:4<<20])
 	pts, drawn := ptytest.Capture(t)
 	var stdout bytes.Buffer
 	code := run(context.Background(), []string{img, filepath.Join(dir, "a")}, &stdout, pts)

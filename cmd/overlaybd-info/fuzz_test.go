@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -18,10 +19,7 @@ func FuzzDescribe(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p := filepath.Join(t.TempDir(), "f")
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		p := clitest.WriteFile(t, filepath.Join(t.TempDir(), "f"), data)
 		in, err := describe(p)
 		if err == nil && in.Kind == "" {
 			t.Fatal("no kind and no error")

@@ -12,6 +12,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/cli"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -146,16 +147,11 @@ func TestInfoErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trunc := filepath.Join(dir, "trunc.commit")
-	os.WriteFile(trunc, b[:len(b)-100], 0o644)
-	badIndex := filepath.Join(dir, "bad.index")
+	trunc := clitest.WriteFile(t, filepath.Join(dir, "trunc.commit"), b[:len(b)-100])
 	idx, _ := os.ReadFile(testvectors.Path(t, "lsmt/rw-log.index"))
-	idx = append(idx[:len(idx):len(idx)], 1, 2, 3)
-	os.WriteFile(badIndex, idx, 0o644)
-	short := filepath.Join(dir, "short")
-	os.WriteFile(short, b[:1000], 0o644)
-	badPlugin := filepath.Join(dir, "overlaybd.json")
-	os.WriteFile(badPlugin, []byte(`{"codecPlugins": [{"path": "no-such-plugin", "algorithms": ["lz4"]}]}`), 0o644)
+	badIndex := clitest.WriteFile(t, filepath.Join(dir, "bad.index"), append(idx[:len(idx):len(idx)], 1, 2, 3))
+	short := clitest.WriteFile(t, filepath.Join(dir, "short"), b[:1000])
+	badPlugin := clitest.PluginConfig(t, dir, "no-such-plugin", "lz4")
 	vector := testvectors.Path(t, "lsmt/rw-log.lz4-bs4.zcommit")
 
 	cases := []struct {

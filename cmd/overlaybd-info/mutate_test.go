@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -42,10 +43,7 @@ func TestInfoMutatedInputs(t *testing.T) {
 			if rng.IntN(4) == 0 {
 				b = b[:rng.IntN(len(b))]
 			}
-			p := filepath.Join(dir, "f")
-			if err := os.WriteFile(p, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			p := clitest.WriteFile(t, filepath.Join(dir, "f"), b)
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -54,8 +52,7 @@ func TestInfoMutatedInputs(t *testing.T) {
 			select {
 			case <-done:
 			case <-time.After(30 * time.Second):
-				bad := filepath.Join(t.TempDir(), "input")
-				os.WriteFile(bad, b, 0o644)
+				clitest.WriteFile(t, filepath.Join(t.TempDir(), "input"), b)
 				t.Fatalf("%s, mutation %d: describe does not return", v, i)
 			}
 		}

@@ -24,15 +24,11 @@ func writeImage(t *testing.T, dir string, lowers []string, upper map[string]stri
 		img["upper"] = upper
 	}
 	b, _ := json.Marshal(img)
-	p := filepath.Join(dir, "config.v1.json")
-	os.WriteFile(p, b, 0o644)
-	return p
+	return clitest.WriteFile(t, filepath.Join(dir, "config.v1.json"), b)
 }
 
 func svcConfig(t *testing.T, dir string) string {
-	p := filepath.Join(dir, "overlaybd.json")
-	os.WriteFile(p, []byte(`{"logConfig": {"logPath": "`+filepath.Join(dir, "log")+`"}}`), 0o644)
-	return p
+	return clitest.WriteFile(t, filepath.Join(dir, "overlaybd.json"), []byte(`{"logConfig": {"logPath": "`+filepath.Join(dir, "log")+`"}}`))
 }
 
 func layers(t *testing.T, names ...string) []string {

@@ -11,6 +11,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
 	"github.com/overlaybd-go/overlaybd/internal/cli"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -30,11 +31,7 @@ func nativeCodecs() bool {
 func writePlain(t *testing.T) (string, []byte) {
 	t.Helper()
 	plain := zfiletest.Plain()
-	p := filepath.Join(t.TempDir(), "plain.bin")
-	if err := os.WriteFile(p, plain, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p, plain
+	return clitest.WriteFile(t, filepath.Join(t.TempDir(), "plain.bin"), plain), plain
 }
 
 // TestReplayVectors replays the commands of the vectors README. With the cgo

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
+	"github.com/overlaybd-go/overlaybd/internal/clitest"
 	"github.com/overlaybd-go/overlaybd/internal/progress/ptytest"
 )
 
@@ -17,8 +17,7 @@ import (
 // bar is drawn; into a pipe or file only the messages are written.
 func TestProgressOnlyOnTerminal(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "in")
-	os.WriteFile(src, zfiletest.Xorshift(4, 8<<20), 0o644)
+	src := clitest.WriteFile(t, filepath.Join(dir, "in"), zfiletest.Xorshift(4, 8<<20))
 
 	pts, drawn := ptytest.Capture(t)
 	code := run(context.Background(), []string{src, filepath.Join(dir, "a")}, nil, pts)

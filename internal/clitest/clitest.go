@@ -85,6 +85,16 @@ func SameFile(t testing.TB, got, want string) {
 	}
 }
 
+// WriteFile writes b to the file path (mode 0644) and returns path; an
+// error fails the test.
+func WriteFile(t testing.TB, path string, b []byte) string {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // Unwrap opens the layer file at path through its envelopes (tar, ZFile) and
 // returns the bytes they hold and the description of the nesting.
 func Unwrap(t testing.TB, path string) ([]byte, *envelope.Description) {
@@ -142,9 +152,5 @@ func PluginConfig(t testing.TB, dir, path string, algorithms ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, "overlaybd.json")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return WriteFile(t, filepath.Join(dir, "overlaybd.json"), b)
 }
