@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"log/slog"
+	"time"
 )
 
 // Source is a slow, read-only byte range that a cache makes fast: typically a
@@ -32,6 +33,9 @@ type CacheStats struct {
 	// UsedBytes and CapacityBytes describe the space the cache occupies and
 	// may occupy.
 	UsedBytes, CapacityBytes int64
+	// StoreFailures counts fetched ranges the cache could not keep
+	// (full disk, failed writes); they were served from the source.
+	StoreFailures uint64
 }
 
 // Cache turns Sources into local, read-only Files.
@@ -56,6 +60,29 @@ type CacheConfig struct {
 	BlockSize int64
 	// Logger receives the cache's log lines (nil means slog.Default()).
 	Logger *slog.Logger
+	// Audit receives the cache's audit events (nil: none).
+	Audit Auditor
+}
+
+// Auditor records data-path events in the audit log (REMOTE.md §11.2);
+// core/audit.Log implements it. IO applies upstream's latency thresholds,
+// so callers report every event.
+type Auditor interface {
+	// IO records an IO event (download, file:read, file:write,
+	// file:pread, bk_download) of size bytes at offset of pathname.
+	IO(event, pathname string, offset, size int64, latency time.Duration)
+	// Eviction records an eviction run: the bytes evicted, the bytes the
+	// size bound and the free-disk floor asked for, and the bytes in use
+	// after it.
+	Eviction(actualEvict, evictByCache, evictByDisk, totalUsed int64)
+}
+
+// AuditedCache is a cache that records audit events. SetAuditor installs
+// the auditor (nil removes it) and may be called while the cache is in use;
+// Auditor returns the one installed.
+type AuditedCache interface {
+	SetAuditor(a Auditor)
+	Auditor() Auditor
 }
 
 // CacheFactory creates a cache.

@@ -30,12 +30,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/overlaybd-go/overlaybd/caches/internal/auditing"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/audit"
 )
 
 func init() {
 	core.Caches.Register("download", core.NoNumber, func(cfg core.CacheConfig) (core.Cache, error) {
-		return New(Options{RefillSize: cfg.RefillSize, Logger: cfg.Logger})
+		return New(Options{RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit})
 	})
 }
 
@@ -52,6 +54,9 @@ type Options struct {
 	RefillSize int64
 	// Logger receives log lines (nil: slog.Default()).
 	Logger *slog.Logger
+	// Audit receives file:read and file:write events of the download
+	// files (nil: none; see also SetAuditor).
+	Audit core.Auditor
 }
 
 // Cache is the download cache. It is safe for concurrent use.
@@ -60,7 +65,10 @@ type Cache struct {
 	log    *slog.Logger
 	closed atomic.Bool
 
-	hits, misses, fetched, served atomic.Uint64
+	hits, misses, fetched, served, storeFailures atomic.Uint64
+	fullWarned                                   atomic.Bool
+
+	audit auditing.Hook
 }
 
 // New returns a download cache.
@@ -74,14 +82,25 @@ func New(o Options) (*Cache, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Cache{refill: o.RefillSize, log: o.Logger}, nil
+	c := &Cache{refill: o.RefillSize, log: o.Logger}
+	c.audit.Set(o.Audit)
+	return c, nil
 }
+
+// SetAuditor installs the auditor of the cache's file:read and file:write
+// events (nil: none).
+func (c *Cache) SetAuditor(a core.Auditor) { c.audit.Set(a) }
+
+// Auditor returns the installed auditor (nil: none).
+func (c *Cache) Auditor() core.Auditor { return c.audit.Get() }
+
+var _ core.AuditedCache = (*Cache)(nil)
 
 // Stats returns the counters. UsedBytes and CapacityBytes are 0: the files
 // live in the layer directories and are not bounded.
 func (c *Cache) Stats() core.CacheStats {
 	return core.CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(),
-		FetchedBytes: c.fetched.Load(), ServedBytes: c.served.Load()}
+		FetchedBytes: c.fetched.Load(), ServedBytes: c.served.Load(), StoreFailures: c.storeFailures.Load()}
 }
 
 // Close marks the cache closed.
@@ -225,18 +244,57 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 			f.c.served.Add(uint64(k))
 			return k, eof
 		}
-		if err := f.fill(ctx, first, last, size); err != nil {
+		unstored, s0, err := f.fill(ctx, first, last, size)
+		if err != nil {
 			return 0, err
+		}
+		if unstored != nil {
+			// The span could not be written (full disk): serve it from
+			// memory, the rest of the read from the file.
+			if err := f.serveUnstored(q, off, unstored, s0); err != nil {
+				return 0, err
+			}
+			f.c.served.Add(uint64(n))
+			return int(n), eof
 		}
 	}
 	if !missed {
 		f.c.hits.Add(1)
 	}
-	if _, err := f.fh.ReadAt(q, off); err != nil && !errors.Is(err, io.EOF) {
-		return 0, fmt.Errorf("download cache %s: %w", f.path, err)
+	if err := f.readFile(q, off); err != nil {
+		return 0, err
 	}
 	f.c.served.Add(uint64(n))
 	return int(n), eof
+}
+
+// readFile reads q at off from the download file.
+func (f *File) readFile(q []byte, off int64) error {
+	start := f.c.audit.Start()
+	if _, err := f.fh.ReadAt(q, off); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("download cache %s: %w", f.path, err)
+	}
+	f.c.audit.IO(audit.EventFileRead, f.path, off, int64(len(q)), start)
+	return nil
+}
+
+// serveUnstored fills q (at off) from buf, a fetched span at s0 that covers
+// every hole of the read, and the parts of q outside it from the file
+// (they have data).
+func (f *File) serveUnstored(q []byte, off int64, buf []byte, s0 int64) error {
+	end := off + int64(len(q))
+	lo, hi := max(off, s0), min(end, s0+int64(len(buf)))
+	if lo < hi {
+		copy(q[lo-off:hi-off], buf[lo-s0:])
+	}
+	for _, part := range [][2]int64{{off, min(lo, end)}, {max(hi, off), end}} {
+		if part[0] < part[1] {
+			if err := f.readFile(q[part[0]-off:part[1]-off], part[0]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // missing returns the first and last byte offsets of holes in [a0, a1)
@@ -271,23 +329,48 @@ func (f *File) missing(a0, a1 int64) (first, last int64, err error) {
 }
 
 // fill fetches the refill-aligned span around [first, last] and writes it.
-func (f *File) fill(ctx context.Context, first, last, size int64) error {
+// When the write fails (a full disk) the span is punched out again and
+// returned as unstored, with its offset, for the caller to serve from.
+func (f *File) fill(ctx context.Context, first, last, size int64) (unstored []byte, s0 int64, err error) {
 	r := f.c.refill
 	s0, s1 := first/r*r, min((last/r+1)*r, size)
 	unlock, waited := f.lock(s0/r, (s1+r-1)/r)
 	defer unlock()
 	if waited {
-		return nil // someone else filled it; the caller looks again
+		return nil, 0, nil // someone else filled it; the caller looks again
 	}
 	buf := make([]byte, s1-s0)
 	if _, err := f.src.ReadAtContext(ctx, buf, s0); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("download cache: fill [%d, %d): %w", s0, s1, err)
+		return nil, 0, fmt.Errorf("download cache: fill [%d, %d): %w", s0, s1, err)
 	}
 	f.c.fetched.Add(uint64(len(buf)))
-	if _, err := f.fh.WriteAt(buf, s0); err != nil {
-		return fmt.Errorf("download cache %s: write: %w", f.path, err)
+	start := f.c.audit.Start()
+	_, werr := f.fh.WriteAt(buf, s0)
+	f.c.audit.IO(audit.EventFileWrite, f.path, s0, int64(len(buf)), start)
+	if werr == nil {
+		if f.c.fullWarned.Load() && f.c.fullWarned.Swap(false) {
+			f.c.log.Info("download cache: writes succeed again; caching resumed", "file", f.path)
+		}
+		return nil, 0, nil
 	}
-	return nil
+	// A short write leaves a partly written block that SEEK_DATA reports
+	// as data: punch the whole span (to the block after its end) out.
+	f.c.storeFailures.Add(1)
+	pend := (s1 + align - 1) / align * align
+	if perr := unix.Fallocate(int(f.fh.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s0, pend-s0); perr != nil {
+		return nil, 0, fmt.Errorf("download cache %s: write: %w; undo: %w", f.path, werr, perr)
+	}
+	if !isNoSpace(werr) {
+		f.c.log.Warn("download cache: write failed; serving without caching", "file", f.path, "err", werr)
+	} else if !f.c.fullWarned.Swap(true) {
+		f.c.log.Warn("download cache: disk full; serving without caching", "file", f.path)
+	}
+	return buf, s0, nil
+}
+
+// isNoSpace reports a full disk or quota.
+func isNoSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
 func (f *File) lock(b0, b1 int64) (unlock func(), waited bool) {

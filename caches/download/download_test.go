@@ -49,3 +49,20 @@ func TestFileInLayerDir(t *testing.T) {
 	cachetest.Check(t, f2, data, 10, 1000, 1)
 	f2.Close()
 }
+
+// TestDiskFilledFromOutside: another writer fills the layer directory's
+// filesystem.
+func TestDiskFilledFromOutside(t *testing.T) {
+	fs := cachetest.SmallFS(t, 8<<20)
+	c, err := download.New(download.Options{RefillSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dir := filepath.Join(fs, "layer")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := cachetest.NewSource(cachetest.Data(4<<20, 42)).WithDir(dir)
+	cachetest.DiskFull(t, cachetest.DiskFullCase{FS: fs, Cache: c, Src: src, Chunk: 64 << 10, Warm: 1 << 20, ExpectFailures: true})
+}

@@ -33,12 +33,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/overlaybd-go/overlaybd/caches/internal/auditing"
 	"github.com/overlaybd-go/overlaybd/core"
 )
 
 func init() {
 	core.Caches.Register("file", core.NoNumber, func(cfg core.CacheConfig) (core.Cache, error) {
-		return New(Options{Dir: cfg.Dir, CapacityBytes: cfg.CapacityBytes, RefillSize: cfg.RefillSize, Logger: cfg.Logger})
+		return New(Options{Dir: cfg.Dir, CapacityBytes: cfg.CapacityBytes, RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit})
 	})
 }
 
@@ -72,6 +73,9 @@ type Options struct {
 	MinFreeBytes int64
 	// Logger receives log lines (nil: slog.Default()).
 	Logger *slog.Logger
+	// Audit receives upstream's file:read, file:write and eviction
+	// events (nil: none; see also SetAuditor).
+	Audit core.Auditor
 }
 
 // Cache is the full-file sparse cache. It is safe for concurrent use.
@@ -93,7 +97,10 @@ type Cache struct {
 	wg   sync.WaitGroup
 
 	hits, misses, evictions, invalidations, fetched, served atomic.Uint64
+	storeFailures                                           atomic.Uint64
 	fullWarned                                              atomic.Bool
+
+	audit auditing.Hook
 }
 
 // New opens (creating) a cache directory and registers the cache files
@@ -119,6 +126,7 @@ func New(o Options) (*Cache, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	c.audit.Set(o.Audit)
 	if err := c.scan(); err != nil {
 		return nil, err
 	}
@@ -168,6 +176,15 @@ func allocated(path string) (int64, time.Time) {
 	return st.Blocks * 512, time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
 }
 
+// SetAuditor installs the auditor of the cache's file:read, file:write
+// and eviction events (nil: none).
+func (c *Cache) SetAuditor(a core.Auditor) { c.audit.Set(a) }
+
+// Auditor returns the installed auditor (nil: none).
+func (c *Cache) Auditor() core.Auditor { return c.audit.Get() }
+
+var _ core.AuditedCache = (*Cache)(nil)
+
 // Stats returns the cache's counters.
 func (c *Cache) Stats() core.CacheStats {
 	c.mu.Lock()
@@ -175,7 +192,7 @@ func (c *Cache) Stats() core.CacheStats {
 	c.mu.Unlock()
 	return core.CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Evictions: c.evictions.Load(),
 		Invalidations: c.invalidations.Load(), FetchedBytes: c.fetched.Load(), ServedBytes: c.served.Load(),
-		UsedBytes: used, CapacityBytes: c.capacity}
+		UsedBytes: used, CapacityBytes: c.capacity, StoreFailures: c.storeFailures.Load()}
 }
 
 // Close stops the background eviction. Files must be closed first.
@@ -230,10 +247,19 @@ func (c *Cache) evictForDisk(keep *store, need int64) {
 		return
 	}
 	min := max(c.minFree, 0) + need
+	var byDisk, freed int64
+	defer func() {
+		if byDisk > 0 {
+			c.auditEviction(freed, 0, byDisk)
+		}
+	}()
 	for range 1 << 20 {
 		f := c.freeDisk()
 		if f < 0 || f >= min {
 			return
+		}
+		if byDisk == 0 {
+			byDisk = min - f
 		}
 		c.mu.Lock()
 		v := c.victimLocked(keep)
@@ -241,8 +267,19 @@ func (c *Cache) evictForDisk(keep *store, need int64) {
 		if v == nil {
 			return
 		}
-		c.evictStore(v)
+		freed += c.evictStore(v)
 	}
+}
+
+// auditEviction records an eviction run.
+func (c *Cache) auditEviction(freed, byCache, byDisk int64) {
+	if c.audit.Get() == nil {
+		return
+	}
+	c.mu.Lock()
+	used := c.used
+	c.mu.Unlock()
+	c.audit.Eviction(freed, byCache, byDisk, used)
 }
 
 // victimLocked returns the least recently used store with data, other than
@@ -263,6 +300,12 @@ func (c *Cache) victimLocked(keep *store) *store {
 // LRU tail to make room. It reports false when the bound cannot be kept
 // (the caller then does not cache).
 func (c *Cache) reserve(s *store, n int64) bool {
+	var byCache, freed int64
+	defer func() {
+		if byCache > 0 {
+			c.auditEviction(freed, byCache, 0)
+		}
+	}()
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -274,12 +317,15 @@ func (c *Cache) reserve(s *store, n int64) bool {
 			c.mu.Unlock()
 			return true
 		}
+		if byCache == 0 {
+			byCache = c.used + c.pending + n - c.capacity
+		}
 		v := c.victimLocked(s)
 		c.mu.Unlock()
 		if v == nil {
 			return false
 		}
-		c.evictStore(v)
+		freed += c.evictStore(v)
 	}
 }
 
@@ -291,9 +337,10 @@ func (c *Cache) settle(n, delta int64) {
 	c.mu.Unlock()
 }
 
-// evictStore drops every cached byte of s. An open store stays registered
-// (empty); a closed one is deleted and forgotten.
-func (c *Cache) evictStore(s *store) {
+// evictStore drops every cached byte of s and returns the bytes freed. An
+// open store stays registered (empty); a closed one is deleted and
+// forgotten.
+func (c *Cache) evictStore(s *store) int64 {
 	s.mu.Lock()
 	var freed int64
 	wasOpen := s.data != nil
@@ -318,6 +365,7 @@ func (c *Cache) evictStore(s *store) {
 	}
 	c.mu.Unlock()
 	c.log.Debug("file cache: evicted", "blob", s.name, "bytes", freed)
+	return freed
 }
 
 func (c *Cache) touch(s *store) {

@@ -127,3 +127,15 @@ func TestUnknownFilesAreNotTrusted(t *testing.T) {
 	defer f.Close()
 	cachetest.Check(t, f, data, 20, 30000, 1)
 }
+
+// TestDiskFilledFromOutside: another writer fills the cache's filesystem.
+func TestDiskFilledFromOutside(t *testing.T) {
+	fs := cachetest.SmallFS(t, 8<<20)
+	c, err := file.New(file.Options{Dir: filepath.Join(fs, "cache"), MinFreeBytes: -1, RefillSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	src := cachetest.NewSource(cachetest.Data(4<<20, 41))
+	cachetest.DiskFull(t, cachetest.DiskFullCase{FS: fs, Cache: c, Src: src, Chunk: 64 << 10, Warm: 1 << 20, ExpectFailures: true})
+}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/audit"
 )
 
 // The checksum companion file: a 32-byte header ("OBDFCRC1", u64 blob size,
@@ -229,9 +230,11 @@ func (s *store) readCached(q []byte, off int64) error {
 	if a0 != off || a1 != end {
 		buf = make([]byte, a1-a0)
 	}
+	start := s.c.audit.Start()
 	if _, err := s.data.ReadAt(buf, a0); err != nil {
 		return errMiss
 	}
+	s.c.audit.IO(audit.EventFileRead, s.path(), a0, int64(len(buf)), start)
 	var bad []int64
 	for i := p0; i <= p1; i++ {
 		pg := buf[(i-p0)*PageSize : min((i-p0+1)*PageSize, int64(len(buf)))]
@@ -382,7 +385,9 @@ func (s *store) store(buf []byte, off int64) {
 		s.c.settle(reserved, 0)
 		return
 	}
+	start := s.c.audit.Start()
 	_, err := s.data.WriteAt(buf, off)
+	s.c.audit.IO(audit.EventFileWrite, s.path(), off, n, start)
 	if err == nil {
 		tab := make([]byte, 8*((n+PageSize-1)/PageSize))
 		for i := int64(0); i*PageSize < n; i++ {
@@ -403,6 +408,7 @@ func (s *store) store(buf []byte, off int64) {
 	s.mu.RUnlock()
 	s.c.settle(reserved, delta)
 	if err != nil {
+		s.c.storeFailures.Add(1)
 		if isNoSpace(err) {
 			if !s.c.fullWarned.Swap(true) {
 				s.c.log.Warn("file cache: disk full; serving without caching and evicting", "dir", s.c.dir)
@@ -411,5 +417,9 @@ func (s *store) store(buf []byte, off int64) {
 			return
 		}
 		s.c.log.Warn("file cache: write failed; serving without caching", "blob", s.name, "err", err)
+		return
+	}
+	if s.c.fullWarned.Load() && s.c.fullWarned.Swap(false) {
+		s.c.log.Info("file cache: writes succeed again; caching resumed", "dir", s.c.dir)
 	}
 }

@@ -31,13 +31,17 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/overlaybd-go/overlaybd/caches/internal/auditing"
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/core/audit"
 )
 
 func init() {
 	core.Caches.Register("ocf", core.NoNumber, func(cfg core.CacheConfig) (core.Cache, error) {
 		return New(Options{Dir: cfg.Dir, CapacityBytes: cfg.CapacityBytes, BlockSize: cfg.BlockSize,
-			RefillSize: cfg.RefillSize, Logger: cfg.Logger})
+			RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit})
 	})
 }
 
@@ -72,6 +76,9 @@ type Options struct {
 	RefillSize int64
 	// Logger receives log lines (nil: slog.Default()).
 	Logger *slog.Logger
+	// Audit receives file:read, file:write and eviction events (nil:
+	// none; see also SetAuditor).
+	Audit core.Auditor
 }
 
 type blockKey struct {
@@ -109,7 +116,20 @@ type Cache struct {
 	open   int
 
 	hits, misses, evictions, invalidations, fetched, served atomic.Uint64
+	storeFailures                                           atomic.Uint64
+	fullWarned                                              atomic.Bool
+
+	audit auditing.Hook
 }
+
+// SetAuditor installs the auditor of the cache's file:read, file:write and
+// eviction events (nil: none).
+func (c *Cache) SetAuditor(a core.Auditor) { c.audit.Set(a) }
+
+// Auditor returns the installed auditor (nil: none).
+func (c *Cache) Auditor() core.Auditor { return c.audit.Get() }
+
+var _ core.AuditedCache = (*Cache)(nil)
 
 // New opens or creates the cache files. Metadata of another geometry is
 // discarded.
@@ -144,6 +164,7 @@ func New(o Options) (*Cache, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	c.audit.Set(o.Audit)
 	var err error
 	if c.media, err = os.OpenFile(filepath.Join(o.Dir, MediaName), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return nil, fmt.Errorf("ocf cache: %w", err)
@@ -157,7 +178,41 @@ func New(o Options) (*Cache, error) {
 		c.meta.Close()
 		return nil, err
 	}
+	c.preallocate()
 	return c, nil
+}
+
+// preallocate reserves the disk space of both files, so that a disk filled
+// from outside cannot make the cache's writes fail. When the filesystem
+// cannot (no fallocate, not enough free space) the files stay sparse and a
+// write that fails is served without caching.
+func (c *Cache) preallocate() {
+	var need int64
+	files := []struct {
+		f    *os.File
+		size int64
+	}{{c.media, c.nslots * c.bs}, {c.meta, metaHeader + c.nslots*entrySize}}
+	for _, x := range files {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(x.f.Fd()), &st); err == nil {
+			need += max(0, x.size-st.Blocks*512)
+		}
+	}
+	if need == 0 {
+		return
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(c.media.Fd()), &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < need {
+		c.log.Warn("ocf cache: not enough free space to reserve the cache files; they stay sparse",
+			"dir", c.dir, "need", need, "free", int64(fs.Bavail)*int64(fs.Bsize))
+		return
+	}
+	for _, x := range files {
+		if err := unix.Fallocate(int(x.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, x.size); err != nil {
+			c.log.Warn("ocf cache: cannot reserve the cache files; they stay sparse", "dir", c.dir, "err", err)
+			return
+		}
+	}
 }
 
 func (c *Cache) header() []byte {
@@ -239,7 +294,8 @@ func (c *Cache) Stats() core.CacheStats {
 	c.mu.Unlock()
 	return core.CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Evictions: c.evictions.Load(),
 		Invalidations: c.invalidations.Load(), FetchedBytes: c.fetched.Load(), ServedBytes: c.served.Load(),
-		UsedBytes: used + metaHeader + c.nslots*entrySize, CapacityBytes: metaHeader + c.nslots*(c.bs+entrySize)}
+		UsedBytes: used + metaHeader + c.nslots*entrySize, CapacityBytes: metaHeader + c.nslots*(c.bs+entrySize),
+		StoreFailures: c.storeFailures.Load()}
 }
 
 // Close closes the cache files. Files must be closed first.
@@ -402,14 +458,11 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	n := min(int64(len(p)), size-off)
 	missed := false
 	for pos := off; pos < off+n; {
-		b := pos / f.c.bs
-		end := min((b+1)*f.c.bs, off+n)
-		hit, err := f.readBlock(ctx, b, p[pos-off:end-off], pos-b*f.c.bs, &missed)
+		next, err := f.readBlock(ctx, p[:n], off, pos, &missed)
 		if err != nil {
 			return 0, err
 		}
-		_ = hit
-		pos = end
+		pos = next
 	}
 	if !missed {
 		f.c.hits.Add(1)
@@ -421,9 +474,15 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	return int(n), nil
 }
 
-// readBlock fills q with bytes [in, in+len(q)) of block b.
-func (f *File) readBlock(ctx context.Context, b int64, q []byte, in int64, missed *bool) (bool, error) {
+// readBlock serves the read p (at off) from position pos, inside the block
+// b holding pos, and returns the position it served up to: the end of the
+// block (or of the read) on a hit, and up to the end of the fetched run
+// when it had to fetch.
+func (f *File) readBlock(ctx context.Context, p []byte, off, pos int64, missed *bool) (int64, error) {
 	c := f.c
+	b := pos / c.bs
+	end := min((b+1)*c.bs, off+int64(len(p)))
+	q, in := p[pos-off:end-off], pos-b*c.bs
 	k := blockKey{f.blob, b}
 	for attempt := 0; attempt < 4; attempt++ {
 		c.mu.Lock()
@@ -433,23 +492,27 @@ func (f *File) readBlock(ctx context.Context, b int64, q []byte, in int64, misse
 			ok := f.readSlot(s, q, in)
 			c.unpin(s)
 			if ok {
-				return true, nil
+				return end, nil
 			}
 		}
 		if !*missed {
 			*missed = true
 			c.misses.Add(1)
 		}
-		if err := f.fill(ctx, b); err != nil {
-			return false, err
+		next, err := f.fill(ctx, b, p, off, pos)
+		if err != nil {
+			return 0, err
+		}
+		if next > pos {
+			return next, nil
 		}
 	}
 	// Keeps being evicted: read straight through.
-	if _, err := f.src.ReadAtContext(ctx, q, b*c.bs+in); err != nil && !errors.Is(err, io.EOF) {
-		return false, err
+	if _, err := f.src.ReadAtContext(ctx, q, pos); err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
 	}
 	c.fetched.Add(uint64(len(q)))
-	return false, nil
+	return end, nil
 }
 
 // readSlot reads from a pinned slot, checking every sector it touches; a
@@ -462,9 +525,11 @@ func (f *File) readSlot(s *slot, q []byte, in int64) bool {
 	s0, s1 := in/sector, (in+int64(len(q))-1)/sector
 	a0, a1 := s0*sector, min((s1+1)*sector, int64(s.n))
 	buf := make([]byte, a1-a0)
+	start := c.audit.Start()
 	if _, err := c.media.ReadAt(buf, s.id*c.bs+a0); err != nil {
 		return false
 	}
+	c.audit.IO(audit.EventFileRead, c.media.Name(), s.id*c.bs+a0, a1-a0, start)
 	for i := s0; i <= s1; i++ {
 		sec := buf[(i-s0)*sector : min((i-s0+1)*sector, int64(len(buf)))]
 		if crc32.Checksum(sec, castagnoli) != s.crcs[i] {
@@ -483,8 +548,11 @@ func (f *File) readSlot(s *slot, q []byte, in int64) bool {
 }
 
 // fill fetches the refill-aligned run of blocks around block b that are
-// missing and stores them.
-func (f *File) fill(ctx context.Context, b int64) error {
+// missing, copies the part of the read p (at off) from pos on that the run
+// covers into p, and stores the blocks. It returns the position up to which
+// it served the read (pos when it fetched nothing: another reader was
+// filling b, or b was cached meanwhile; the caller looks again).
+func (f *File) fill(ctx context.Context, b int64, p []byte, off, pos int64) (int64, error) {
 	c := f.c
 	per := c.refill / c.bs
 	size := f.src.Size()
@@ -499,9 +567,9 @@ func (f *File) fill(ctx context.Context, b int64) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
-		return nil
+		return pos, nil
 	}
 	var mine []int64
 	for i := b0; i < b1; i++ {
@@ -526,40 +594,77 @@ func (f *File) fill(ctx context.Context, b int64) error {
 		c.mu.Unlock()
 	}()
 	if len(mine) == 0 {
-		return nil
+		return pos, nil
 	}
 	lo, hi := mine[0]*c.bs, min((mine[len(mine)-1]+1)*c.bs, size)
 	buf := make([]byte, hi-lo)
 	if _, err := f.src.ReadAtContext(ctx, buf, lo); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("ocf cache: fill [%d, %d): %w", lo, hi, err)
+		return 0, fmt.Errorf("ocf cache: fill [%d, %d): %w", lo, hi, err)
 	}
 	c.fetched.Add(uint64(len(buf)))
+	next := pos
+	if end := min(hi, off+int64(len(p))); lo <= pos && pos < end {
+		copy(p[pos-off:end-off], buf[pos-lo:])
+		next = end
+	}
+	var evicted int64
 	for _, i := range mine {
 		data := buf[(i*c.bs)-lo : min((i+1)*c.bs, size)-lo]
-		c.store(blockKey{f.blob, i}, data)
+		ev, err := c.store(blockKey{f.blob, i}, data)
+		evicted += ev
+		if err != nil {
+			// The media cannot take more now (full disk): the rest of
+			// the run is not cached either.
+			c.storeFailures.Add(1)
+			if !isNoSpace(err) {
+				c.log.Warn("ocf cache: write failed; serving without caching", "err", err)
+			} else if !c.fullWarned.Swap(true) {
+				c.log.Warn("ocf cache: disk full; serving without caching", "dir", c.dir)
+			}
+			break
+		}
+		if c.fullWarned.Load() && c.fullWarned.Swap(false) {
+			c.log.Info("ocf cache: writes succeed again; caching resumed", "dir", c.dir)
+		}
 	}
-	return nil
+	if evicted > 0 && c.audit.Get() != nil {
+		c.mu.Lock()
+		used := int64(len(c.index)) * c.bs
+		c.mu.Unlock()
+		c.audit.Eviction(evicted*c.bs, evicted*c.bs, 0, used)
+	}
+	return next, nil
+}
+
+// isNoSpace reports a full disk or quota.
+func isNoSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
 // store writes one block into a slot: entry erased (by takeLocked), data
-// written, new entry written, then published.
-func (c *Cache) store(k blockKey, data []byte) {
+// written, new entry written, then published. It returns the number of
+// blocks evicted to make room (0 or 1) and the write error, if any.
+func (c *Cache) store(k blockKey, data []byte) (evicted int64, err error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return
+		return 0, nil
 	}
+	before := c.evictions.Load()
 	s := c.takeLocked()
+	evicted = int64(c.evictions.Load() - before)
 	c.mu.Unlock()
 	if s == nil {
-		return // every slot is in use by readers: do not cache
+		return 0, nil // every slot is in use by readers: do not cache
 	}
 	s.key, s.n = k, len(data)
 	s.crcs = [16]uint32{}
 	for i := 0; i*sector < len(data); i++ {
 		s.crcs[i] = crc32.Checksum(data[i*sector:min((i+1)*sector, len(data))], castagnoli)
 	}
-	_, err := c.media.WriteAt(data, s.id*c.bs)
+	start := c.audit.Start()
+	_, err = c.media.WriteAt(data, s.id*c.bs)
+	c.audit.IO(audit.EventFileWrite, c.media.Name(), s.id*c.bs, int64(len(data)), start)
 	if err == nil {
 		_, err = c.meta.WriteAt(encodeEntry(s), metaHeader+s.id*entrySize)
 	}
@@ -569,8 +674,7 @@ func (c *Cache) store(k blockKey, data []byte) {
 	if err != nil {
 		c.meta.WriteAt(make([]byte, entrySize), metaHeader+s.id*entrySize)
 		c.free = append(c.free, s)
-		c.log.Warn("ocf cache: write failed; serving without caching", "err", err)
-		return
+		return evicted, err
 	}
 	if old := c.index[k]; old != nil {
 		c.dropLocked(old)
@@ -578,6 +682,7 @@ func (c *Cache) store(k blockKey, data []byte) {
 	s.valid = true
 	c.index[k] = s
 	s.elem = c.lru.PushFront(s)
+	return evicted, nil
 }
 
 var _ core.File = (*File)(nil)

@@ -118,3 +118,26 @@ func TestKillDuringFills(t *testing.T) {
 	cachetest.Check(t, f, data, 300, 50000, 5)
 	t.Logf("after kills: %+v, fetched %d bytes for the checks", c.Stats(), src.Bytes.Load())
 }
+
+// TestDiskFilledFromOutside: another writer fills the cache's filesystem.
+// A cache whose files could be reserved keeps working as if nothing
+// happened; one created on a filesystem too small to reserve them stays
+// sparse and serves from the source while the disk is full.
+func TestDiskFilledFromOutside(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		capacity int64
+		reserved bool
+	}{{"reserved", 6 << 20, true}, {"sparse", 32 << 20, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := cachetest.SmallFS(t, 8<<20)
+			c, err := ocf.New(ocf.Options{Dir: filepath.Join(fs, "cache"), CapacityBytes: tc.capacity, RefillSize: 64 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			src := cachetest.NewSource(cachetest.Data(4<<20, 43))
+			cachetest.DiskFull(t, cachetest.DiskFullCase{FS: fs, Cache: c, Src: src, Chunk: 64 << 10, Warm: 1 << 20, ExpectFailures: !tc.reserved})
+		})
+	}
+}

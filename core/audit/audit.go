@@ -12,6 +12,7 @@ package audit
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,15 +189,23 @@ func appendValue(b []byte, v any) []byte {
 }
 
 // ObserveSourceRead records upstream's "download" event for a read a cache
-// made from its source (see metrics.InstrumentCache). The pathname is the
-// source's URL when it has one (a URL() string method), else its key.
+// made from its source (see metrics.InstrumentCache). The pathname is
+// SourceName(src).
 func (l *Log) ObserveSourceRead(src core.Source, off int64, n int, latency time.Duration, err error) {
 	if l == nil {
 		return
 	}
-	name := src.Key()
-	if u, ok := src.(interface{ URL() string }); ok {
-		name = u.URL()
-	}
-	l.IO(EventDownload, name, off, int64(n), latency)
+	l.IO(EventDownload, SourceName(src), off, int64(n), latency)
 }
+
+// SourceName is a source's pathname in audit events: upstream's path form
+// of its URL ("/" followed by the URL) when it has a URL() string method,
+// else its key.
+func SourceName(src core.Source) string {
+	if u, ok := src.(interface{ URL() string }); ok {
+		return "/" + strings.TrimPrefix(u.URL(), "/")
+	}
+	return src.Key()
+}
+
+var _ core.Auditor = (*Log)(nil)

@@ -66,6 +66,7 @@ var (
 	cacheInval     = desc("overlaybd_cache_invalidations_total", "Entries or blocks dropped because they failed a check.", "cache")
 	cacheFetched   = desc("overlaybd_cache_fetched_bytes_total", "Bytes read from sources.", "cache")
 	cacheServed    = desc("overlaybd_cache_served_bytes_total", "Bytes returned to readers.", "cache")
+	cacheStoreFail = desc("overlaybd_cache_store_failures_total", "Fetched ranges the cache could not keep (full disk, failed writes); served from the source.", "cache")
 	cacheUsed      = desc("overlaybd_cache_used_bytes", "Space the cache occupies.", "cache")
 	cacheCapacity  = desc("overlaybd_cache_capacity_bytes", "Space the cache may occupy.", "cache")
 
@@ -91,7 +92,7 @@ type cacheCollector struct {
 }
 
 func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{cacheHits, cacheMisses, cacheEvictions, cacheInval, cacheFetched, cacheServed, cacheUsed, cacheCapacity} {
+	for _, d := range []*prometheus.Desc{cacheHits, cacheMisses, cacheEvictions, cacheInval, cacheFetched, cacheServed, cacheStoreFail, cacheUsed, cacheCapacity} {
 		ch <- d
 	}
 }
@@ -107,6 +108,7 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(cacheInval, s.Invalidations)
 	counter(cacheFetched, s.FetchedBytes)
 	counter(cacheServed, s.ServedBytes)
+	counter(cacheStoreFail, s.StoreFailures)
 	ch <- prometheus.MustNewConstMetric(cacheUsed, prometheus.GaugeValue, float64(s.UsedBytes), c.name)
 	ch <- prometheus.MustNewConstMetric(cacheCapacity, prometheus.GaugeValue, float64(s.CapacityBytes), c.name)
 }

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,8 @@ type DownloadOptions struct {
 	TryCnt int
 	// Logger receives log lines (nil: slog.Default()).
 	Logger *slog.Logger
+	// Audit receives a bk_download event per read (nil: none).
+	Audit core.Auditor
 }
 
 func (o *DownloadOptions) defaults() {
@@ -111,7 +114,12 @@ func DownloadLayer(ctx context.Context, src core.Source, dir, digest string, o D
 		}
 		var rerr error
 		for try := 0; try < 2; try++ {
-			if _, rerr = src.ReadAtContext(ctx, buf[:n], off); rerr == nil || errors.Is(rerr, io.EOF) {
+			start := time.Now()
+			_, rerr = src.ReadAtContext(ctx, buf[:n], off)
+			if o.Audit != nil {
+				o.Audit.IO(eventBkDownload, auditName(src), off, n, time.Since(start))
+			}
+			if rerr == nil || errors.Is(rerr, io.EOF) {
 				rerr = nil
 				break
 			}
@@ -129,6 +137,13 @@ func DownloadLayer(ctx context.Context, src core.Source, dir, digest string, o D
 			}
 		}
 		if werr != nil {
+			// A short write leaves a partly written block that lazy
+			// readers of the file (SEEK_DATA) would take for data.
+			end := (off + n + 4095) / 4096 * 4096
+			if perr := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off/4096*4096, end-off/4096*4096); perr != nil {
+				fh.Truncate(0)
+				fh.Truncate(size)
+			}
 			return "", fmt.Errorf("download %s: %w", path, werr)
 		}
 	}
@@ -154,6 +169,22 @@ func DownloadLayer(ctx context.Context, src core.Source, dir, digest string, o D
 		d.Close()
 	}
 	return commit, nil
+}
+
+// Audit events of the remote layers (REMOTE.md §11.2; core/audit holds
+// the others, and cannot be imported here).
+const (
+	eventBkDownload = "bk_download"
+	eventFilePread  = "file:pread"
+)
+
+// auditName is a source's name in audit events, as audit.SourceName: "/"
+// followed by its URL when it has one, else its key.
+func auditName(src core.Source) string {
+	if u, ok := src.(interface{ URL() string }); ok {
+		return "/" + strings.TrimPrefix(u.URL(), "/")
+	}
+	return src.Key()
 }
 
 func fileDigest(ctx context.Context, fh *os.File) (string, error) {

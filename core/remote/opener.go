@@ -23,6 +23,7 @@ type LayerOpener struct {
 	cache  core.Cache
 	dl     *Downloader
 	log    *slog.Logger
+	audit  core.Auditor
 }
 
 // LayerOpenerOptions configures a LayerOpener.
@@ -35,16 +36,26 @@ type LayerOpenerOptions struct {
 	Download *DownloadOptions
 	// Logger receives log lines (nil: slog.Default()).
 	Logger *slog.Logger
+	// Audit receives bk_download events of the background downloads and
+	// file:pread events of reads of downloaded layers (nil: the cache's
+	// auditor when the cache is a core.AuditedCache, else none).
+	Audit core.Auditor
 }
 
 // NewLayerOpener returns an opener over client. Close stops its background
 // downloads; the client and the cache stay the caller's.
 func NewLayerOpener(client *Client, o LayerOpenerOptions) *LayerOpener {
-	lo := &LayerOpener{client: client, cache: o.Cache, log: logger(o.Logger)}
+	lo := &LayerOpener{client: client, cache: o.Cache, log: logger(o.Logger), audit: o.Audit}
+	if ac, ok := o.Cache.(core.AuditedCache); ok && lo.audit == nil {
+		lo.audit = ac.Auditor()
+	}
 	if o.Download != nil {
 		d := *o.Download
 		if d.Logger == nil {
 			d.Logger = lo.log
+		}
+		if d.Audit == nil {
+			d.Audit = lo.audit
 		}
 		lo.dl = NewDownloader(d)
 	}
@@ -121,7 +132,7 @@ func (lo *LayerOpener) OpenRemote(ctx context.Context, url string, layer config.
 		f.Close()
 		return nil, err
 	}
-	sf := &SwitchFile{remote: f, size: f.Size(), dlBlob: db}
+	sf := &SwitchFile{remote: f, size: f.Size(), dlBlob: db, audit: lo.audit}
 	sf.job = &DownloadJob{Src: db, Dir: layer.Dir, Digest: layer.Digest, Done: sf.switchTo(lo.log)}
 	lo.dl.Add(sf.job)
 	return sf, nil
@@ -175,6 +186,7 @@ type SwitchFile struct {
 	dlBlob *Blob
 	job    *DownloadJob
 	local  atomic.Pointer[os.File]
+	audit  core.Auditor
 	mu     sync.Mutex
 	closed bool
 }
@@ -208,7 +220,14 @@ func (s *SwitchFile) Local() bool { return s.local.Load() != nil }
 // ReadAt reads from the local copy once there is one.
 func (s *SwitchFile) ReadAt(p []byte, off int64) (int, error) {
 	if l := s.local.Load(); l != nil {
+		var start time.Time
+		if s.audit != nil {
+			start = time.Now()
+		}
 		n, err := l.ReadAt(p, off)
+		if s.audit != nil {
+			s.audit.IO(eventFilePread, l.Name(), off, int64(n), time.Since(start))
+		}
 		if err == nil || errors.Is(err, io.EOF) {
 			return n, err
 		}
