@@ -364,14 +364,15 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 	}
 	n := len(reqs)
 	bt := fileengine.NewWaiter(n)
-	cbs := make([]iocb, n)
-	ptrs := make([]*iocb, n)
-	tokens := make([]uint64, n)
+	sub := submissions.Get().(*submission)
+	defer sub.recycle()
+	cbs, ptrs, tokens := sub.get(n)
 	var pin runtime.Pinner
 	defer pin.Unpin()
 	for i := range reqs {
 		r := &reqs[i]
 		cb := &cbs[i]
+		*cb = iocb{}
 		cb.fd = uint32(fd)
 		cb.flags = flagResfd
 		cb.resfd = uint32(b.efdN)
@@ -409,6 +410,33 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 		b.waitInKernel(bt)
 	}
 	bt.Wait()
-	runtime.KeepAlive(cbs)
 	return nil
+}
+
+// submission holds the control blocks of one submit call and the arrays
+// that carry them to io_submit, pooled: they must stay on the heap (another
+// goroutine may submit them), and allocating them per request costs.
+type submission struct {
+	cbs    []iocb
+	ptrs   []*iocb
+	tokens []uint64
+}
+
+var submissions = sync.Pool{New: func() any { return new(submission) }}
+
+func (s *submission) get(n int) ([]iocb, []*iocb, []uint64) {
+	if cap(s.cbs) < n {
+		s.cbs, s.ptrs, s.tokens = make([]iocb, n), make([]*iocb, n), make([]uint64, n)
+	}
+	return s.cbs[:n], s.ptrs[:n], s.tokens[:n]
+}
+
+// recycle returns s to the pool once its requests have completed (the
+// kernel reads a control block only during io_submit).
+func (s *submission) recycle() {
+	if cap(s.cbs) > 1024 {
+		return
+	}
+	clear(s.ptrs[:cap(s.ptrs)])
+	submissions.Put(s)
 }

@@ -58,7 +58,7 @@ func (e *Engine) Workers() int { return e.be.workers }
 type task struct {
 	fd   int
 	req  *core.IORequest
-	done *sync.WaitGroup
+	done *fileengine.Waiter
 }
 
 type backend struct {
@@ -106,6 +106,9 @@ type target struct {
 
 // Submit implements fileengine.Target.
 func (t *target) Submit(reqs []core.IORequest) error {
+	if len(reqs) == 0 {
+		return nil
+	}
 	b := t.b
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -113,10 +116,9 @@ func (t *target) Submit(reqs []core.IORequest) error {
 		return fmt.Errorf("posixaio: %w", core.ErrClosed)
 	}
 	b.c.Submitted(len(reqs))
-	var done sync.WaitGroup
-	done.Add(len(reqs))
+	done := fileengine.NewWaiter(len(reqs))
 	for i := range reqs {
-		b.work <- task{fd: t.fd, req: &reqs[i], done: &done}
+		b.work <- task{fd: t.fd, req: &reqs[i], done: done}
 	}
 	done.Wait()
 	return nil

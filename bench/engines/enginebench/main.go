@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -35,6 +36,18 @@ type result struct {
 	Submits     uint64  `json:"submits"`
 	Requests    uint64  `json:"submitted_requests"`
 	Fallbacks   uint64  `json:"fallbacks"`
+	// CPUPerOp is the process's user and system CPU time per operation,
+	// in microseconds (getrusage over the run).
+	CPUPerOp float64 `json:"cpu_us_per_op"`
+}
+
+// cpuTime returns the user and system CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func alignedBuffer(n int) []byte {
@@ -104,6 +117,7 @@ func run(engine, path string, bs, depth int, mode, workload string, direct bool,
 	var failed atomic.Value
 	deadline := time.Now().Add(runtime)
 	start := time.Now()
+	cpu0 := cpuTime()
 	var wg sync.WaitGroup
 	switch mode {
 	case "goroutines":
@@ -180,6 +194,7 @@ func run(engine, path string, bs, depth int, mode, workload string, direct bool,
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
+	cpu := cpuTime() - cpu0
 	if err, ok := failed.Load().(error); ok {
 		return err
 	}
@@ -189,5 +204,6 @@ func run(engine, path string, bs, depth int, mode, workload string, direct bool,
 		Engine: eng.Name(), Workload: workload, BlockSize: bs, Depth: depth, Mode: mode, Direct: direct,
 		Seconds: elapsed, IOPS: n / elapsed, MiBps: n * float64(bs) / elapsed / (1 << 20),
 		MaxInFlight: st.MaxInFlight, Submits: st.Submits, Requests: st.SubmittedRequests, Fallbacks: st.Fallbacks,
+		CPUPerOp: float64(cpu.Microseconds()) / max(n, 1),
 	})
 }

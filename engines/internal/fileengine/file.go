@@ -79,21 +79,42 @@ func (f *File) Name() string { return f.name }
 
 // ReadAt implements io.ReaderAt.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
-	r := []core.IORequest{{Op: core.OpRead, Buf: p, Off: off}}
-	if err := f.Batch(r); err != nil {
-		return 0, err
-	}
-	return r[0].N, r[0].Err
+	return f.single(core.OpRead, p, off)
 }
 
 // WriteAt implements io.WriterAt.
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
-	r := []core.IORequest{{Op: core.OpWrite, Buf: p, Off: off}}
-	if err := f.Batch(r); err != nil {
+	return f.single(core.OpWrite, p, off)
+}
+
+// single performs one request as a batch of one, with the request in a
+// pooled scratch rather than a new allocation.
+func (f *File) single(op core.Op, p []byte, off int64) (int, error) {
+	sc := scratches.Get().(*scratch)
+	r := sc.one[:]
+	r[0] = core.IORequest{Op: op, Buf: p, Off: off}
+	err := f.Batch(r)
+	n, rerr := r[0].N, r[0].Err
+	r[0] = core.IORequest{}
+	scratches.Put(sc)
+	if err != nil {
 		return 0, err
 	}
-	return r[0].N, r[0].Err
+	return n, rerr
 }
+
+// scratch holds the per-call slices of the common small calls, pooled so
+// that a request costs no allocation on the way to the kernel.
+type scratch struct {
+	one [1]core.IORequest
+	kr  []core.IORequest // the kernel requests of transfer
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
+// smallBatch is the size up to which the per-call job lists live on the
+// stack.
+const smallBatch = 8
 
 // Batch implements core.BatchFile: the requests are submitted together and
 // may complete in any order (overlapping requests of one batch have
@@ -133,7 +154,11 @@ func (f *File) check(r *core.IORequest) bool {
 }
 
 func (f *File) batchBuffered(reqs []core.IORequest) error {
-	jobs := make([]job, 0, len(reqs))
+	var jb [smallBatch]job
+	jobs := jb[:0]
+	if len(reqs) > smallBatch {
+		jobs = make([]job, 0, len(reqs))
+	}
 	for i := range reqs {
 		if r := &reqs[i]; f.check(r) {
 			jobs = append(jobs, job{req: r, op: r.Op, buf: r.Buf, off: r.Off})
@@ -177,11 +202,29 @@ func (f *File) finish(j *job, n int) {
 // ends inside a block ended at the end of the file), a transfer of nothing
 // ends a job (end of file for reads).
 func (f *File) transfer(jobs []job) error {
-	active := make([]int, 0, len(jobs))
+	var ab [smallBatch]int
+	active := ab[:0]
+	if len(jobs) > smallBatch {
+		active = make([]int, 0, len(jobs))
+	}
 	for i := range jobs {
 		active = append(active, i)
 	}
-	kr := make([]core.IORequest, 0, len(jobs))
+	// The kernel requests go through the Target interface, so they live
+	// on the heap: in a pooled scratch.
+	sc := scratches.Get().(*scratch)
+	defer func() {
+		if cap(sc.kr) > 1024 {
+			sc.kr = nil // not worth keeping
+		} else {
+			clear(sc.kr[:cap(sc.kr)]) // drop the references to buffers
+		}
+		scratches.Put(sc)
+	}()
+	if cap(sc.kr) < len(jobs) {
+		sc.kr = make([]core.IORequest, 0, len(jobs))
+	}
+	kr := sc.kr[:0]
 	for again := 0; len(active) > 0; again++ {
 		kr = kr[:0]
 		for _, i := range active {
@@ -224,7 +267,11 @@ func roundDown(x int64) int64 { return x &^ (Align - 1) }
 func roundUp(x int64) int64   { return (x + Align - 1) &^ (Align - 1) }
 
 func (f *File) batchDirect(reqs []core.IORequest) error {
-	jobs := make([]job, 0, len(reqs))
+	var jb [smallBatch]job
+	jobs := jb[:0]
+	if len(reqs) > smallBatch {
+		jobs = make([]job, 0, len(reqs))
+	}
 	var rmw []*core.IORequest
 	shared := false
 	size := f.size.Load()

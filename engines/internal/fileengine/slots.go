@@ -103,7 +103,7 @@ func (s *Slots) Complete(token uint64, res int64) bool {
 	}
 	s.c.End(1)
 	s.free <- id
-	w.done1()
+	w.Done()
 	return true
 }
 
@@ -132,9 +132,9 @@ func (w *Waiter) Wait() {
 	waiters.Put(w)
 }
 
-// done1 records one completion; the last one wakes Wait. Nothing touches w
-// after that send: Wait may recycle it at once.
-func (w *Waiter) done1() {
+// Done records one completion; the last one wakes Wait. The caller must
+// not touch w after its last Done: Wait may recycle it at once.
+func (w *Waiter) Done() {
 	if w.pending.Add(-1) == 0 {
 		w.done <- struct{}{}
 	}
