@@ -18,6 +18,7 @@
 package download
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -219,6 +220,11 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 		f.c.served.Add(uint64(k))
 		return k, eof
 	}
+	if f.readPresent(q, off) {
+		f.c.hits.Add(1)
+		f.c.served.Add(uint64(n))
+		return int(n), eof
+	}
 	a0, a1 := off/align*align, min((off+n+align-1)/align*align, size)
 	missed := false
 	for attempt := 0; ; attempt++ {
@@ -266,6 +272,29 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	}
 	f.c.served.Add(uint64(n))
 	return int(n), eof
+}
+
+// zeroPage is compared against to tell data from holes.
+var zeroPage [align]byte
+
+// readPresent reads q at off from the download file and reports whether
+// every 4 KiB page it touches returned a non-zero byte. Holes read as
+// zeros, so such a read is all data and needs no SEEK_HOLE probe: a warm
+// read costs one pread. A page that reads as zeros may be a hole (or data
+// that is zeros); the caller then asks the file system.
+func (f *File) readPresent(q []byte, off int64) bool {
+	if err := f.readFile(q, off); err != nil {
+		return false
+	}
+	for pos := off; pos < off+int64(len(q)); {
+		end := min((pos/align+1)*align, off+int64(len(q)))
+		piece := q[pos-off : end-off]
+		if bytes.Equal(piece, zeroPage[:len(piece)]) {
+			return false
+		}
+		pos = end
+	}
+	return true
 }
 
 // readFile reads q at off from the download file.

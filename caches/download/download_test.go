@@ -1,6 +1,7 @@
 package download_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -65,4 +66,45 @@ func TestDiskFilledFromOutside(t *testing.T) {
 	}
 	src := cachetest.NewSource(cachetest.Data(4<<20, 42)).WithDir(dir)
 	cachetest.DiskFull(t, cachetest.DiskFullCase{FS: fs, Cache: c, Src: src, Chunk: 64 << 10, Warm: 1 << 20, ExpectFailures: true})
+}
+
+// TestZeroPages: pages of zeros in the blob are data, not holes; they are
+// fetched once and served from the file, and an invalidated range is
+// fetched again.
+func TestZeroPages(t *testing.T) {
+	c, _ := download.New(download.Options{RefillSize: 65536})
+	data := cachetest.Data(1<<20, 6)
+	clear(data[65536+4096 : 65536+3*4096]) // two zero pages inside a refill
+	clear(data[512<<10 : 640<<10])         // a whole zero refill
+	src := cachetest.NewSource(data).WithDir(t.TempDir())
+	f, err := c.Open(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cachetest.Check(t, f, data, 300, 20000, 2)
+	for off := int64(0); off < int64(len(data)); off += 65536 {
+		p := make([]byte, 65536)
+		if _, err := f.ReadAt(p, off); err != nil || !bytes.Equal(p, data[off:off+65536]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	fetched := src.Bytes.Load()
+	if fetched != int64(len(data)) {
+		t.Fatalf("fetched %d bytes for a %d-byte blob", fetched, len(data))
+	}
+	cachetest.Check(t, f, data, 300, 20000, 3)
+	if src.Bytes.Load() != fetched {
+		t.Fatal("warm reads fetched again")
+	}
+	if err := f.(core.Invalidator).Invalidate(65536, 4096); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 4096)
+	if _, err := f.ReadAt(p, 65536); err != nil || !bytes.Equal(p, data[65536:65536+4096]) {
+		t.Fatalf("read after invalidate: %v", err)
+	}
+	if src.Bytes.Load() == fetched {
+		t.Fatal("an invalidated range was not fetched again")
+	}
 }

@@ -234,7 +234,9 @@ func (s *store) readCached(q []byte, off int64) error {
 	if _, err := s.data.ReadAt(buf, a0); err != nil {
 		return errMiss
 	}
-	s.c.audit.IO(audit.EventFileRead, s.path(), a0, int64(len(buf)), start)
+	if !start.IsZero() {
+		s.c.audit.IO(audit.EventFileRead, s.path(), a0, int64(len(buf)), start)
+	}
 	var bad []int64
 	for i := p0; i <= p1; i++ {
 		pg := buf[(i-p0)*PageSize : min((i-p0+1)*PageSize, int64(len(buf)))]
@@ -387,7 +389,9 @@ func (s *store) store(buf []byte, off int64) {
 	}
 	start := s.c.audit.Start()
 	_, err := s.data.WriteAt(buf, off)
-	s.c.audit.IO(audit.EventFileWrite, s.path(), off, n, start)
+	if !start.IsZero() {
+		s.c.audit.IO(audit.EventFileWrite, s.path(), off, n, start)
+	}
 	if err == nil {
 		tab := make([]byte, 8*((n+PageSize-1)/PageSize))
 		for i := int64(0); i*PageSize < n; i++ {

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -258,6 +259,10 @@ func (c *Cache) load() error {
 		}
 		c.free = append(c.free, s)
 	}
+	// Slots are taken from the end of the free list: lowest ids first, so
+	// that a sequential fill lands in consecutive slots and is read back
+	// with one pread per run.
+	slices.Reverse(c.free)
 	return nil
 }
 
@@ -335,8 +340,17 @@ func (c *Cache) lookupLocked(k blockKey) *slot {
 
 func (c *Cache) unpin(s *slot) {
 	c.mu.Lock()
-	s.pins--
+	c.unpinLocked(s)
 	c.mu.Unlock()
+}
+
+// unpinLocked drops a reader's pin; a slot dropped while pinned goes back
+// to the free list with its last pin.
+func (c *Cache) unpinLocked(s *slot) {
+	s.pins--
+	if s.pins == 0 && !s.valid {
+		c.free = append(c.free, s)
+	}
 }
 
 // dropLocked forgets a slot's block (its entry is erased on disk).
@@ -458,6 +472,10 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	n := min(int64(len(p)), size-off)
 	missed := false
 	for pos := off; pos < off+n; {
+		if next := f.readRun(p[:n], off, pos); next > pos {
+			pos = next
+			continue
+		}
 		next, err := f.readBlock(ctx, p[:n], off, pos, &missed)
 		if err != nil {
 			return 0, err
@@ -473,6 +491,95 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	}
 	return int(n), nil
 }
+
+// maxRun bounds the blocks one pread of readRun covers.
+const maxRun = 32
+
+// readRun serves the read p (at off) from position pos out of the cached
+// blocks that follow pos in consecutive slots, with one pread and the
+// checksums of every sector it returns. It returns the position it served
+// up to (pos when the block at pos is not cached or fails its check).
+func (f *File) readRun(p []byte, off, pos int64) int64 {
+	c := f.c
+	end := off + int64(len(p))
+	b := pos / c.bs
+	var run [maxRun]*slot
+	k := 0
+	c.mu.Lock()
+	for i := b; i*c.bs < end && k < maxRun; i++ {
+		s := c.index[blockKey{f.blob, i}]
+		if s == nil || (k > 0 && (s.id != run[k-1].id+1 || int64(run[k-1].n) != c.bs)) {
+			break
+		}
+		s.pins++
+		c.lru.MoveToFront(s.elem)
+		run[k] = s
+		k++
+	}
+	c.mu.Unlock()
+	if k == 0 {
+		return pos
+	}
+	defer func() {
+		c.mu.Lock()
+		for _, s := range run[:k] {
+			c.unpinLocked(s)
+		}
+		c.mu.Unlock()
+	}()
+	// Blob bytes [pos, rend) lie in the run; the pread covers their
+	// sectors.
+	last := run[k-1]
+	rend := min(end, (b+int64(k)-1)*c.bs+int64(last.n))
+	if rend <= pos {
+		return pos
+	}
+	base := run[0].id*c.bs - b*c.bs // media offset = blob offset + base
+	a0 := pos / sector * sector
+	a1 := min((rend+sector-1)/sector*sector, (b+int64(k)-1)*c.bs+int64(last.n))
+	var buf []byte
+	if a0 == pos && a1 == rend {
+		buf = p[pos-off : rend-off]
+	} else {
+		bp := runBufs.Get().(*[]byte)
+		defer runBufs.Put(bp)
+		if int64(cap(*bp)) < a1-a0 {
+			*bp = make([]byte, a1-a0)
+		}
+		buf = (*bp)[:a1-a0]
+	}
+	start := c.audit.Start()
+	if _, err := c.media.ReadAt(buf, a0+base); err != nil {
+		return pos
+	}
+	c.audit.IO(audit.EventFileRead, c.media.Name(), a0+base, a1-a0, start)
+	for sec := a0; sec < a1; sec += sector {
+		s := run[(sec/c.bs)-b]
+		in := sec % c.bs
+		data := buf[sec-a0 : min(sec+sector, a1)-a0]
+		if crc32.Checksum(data, castagnoli) != s.crcs[in/sector] {
+			c.log.Warn("ocf cache: cached block failed its checksum; dropping it", "slot", s.id)
+			c.mu.Lock()
+			if s.valid {
+				c.dropLocked(s)
+				c.invalidations.Add(1)
+			}
+			c.mu.Unlock()
+			// Serve what checked out before the bad block.
+			good := min(max(sec/c.bs*c.bs, pos), rend)
+			if good > pos && &buf[0] != &p[pos-off] {
+				copy(p[pos-off:good-off], buf[pos-a0:])
+			}
+			return good
+		}
+	}
+	if &buf[0] != &p[pos-off] {
+		copy(p[pos-off:rend-off], buf[pos-a0:])
+	}
+	return rend
+}
+
+var runBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
 
 // readBlock serves the read p (at off) from position pos, inside the block
 // b holding pos, and returns the position it served up to: the end of the
