@@ -277,7 +277,10 @@ func (k LSMTReadOnly) buildLayer(dir string, j int, eng core.Engine, m *conforma
 		data.Close()
 		return "", err
 	}
-	w, err := lsmt.Create(data, index, lsmt.CreateOptions{VirtualSize: m.Size(), Sparse: k.Sparse})
+	// The UUIDs come from the content-derived source too, so that the same
+	// content and options give the same layer files byte for byte (remote
+	// cells then push the same blobs to a registry).
+	w, err := lsmt.Create(data, index, lsmt.CreateOptions{VirtualSize: m.Size(), Sparse: k.Sparse, UUID: uuidFrom(rng)})
 	if err != nil {
 		data.Close()
 		index.Close()
@@ -342,7 +345,7 @@ func (k LSMTReadOnly) buildLayer(dir string, j int, eng core.Engine, m *conforma
 	if err != nil {
 		return "", err
 	}
-	if err := w.Commit(o, lsmt.CommitOptions{UUID: lsmt.NewUUID()}); err != nil {
+	if err := w.Commit(o, lsmt.CommitOptions{UUID: uuidFrom(rng)}); err != nil {
 		o.Abort()
 		return "", fmt.Errorf("commit: %w", err)
 	}
@@ -351,4 +354,14 @@ func (k LSMTReadOnly) buildLayer(dir string, j int, eng core.Engine, m *conforma
 	}
 	closed = true
 	return out, errors.Join(w.Close())
+}
+
+// uuidFrom draws a version-4 UUID from rng.
+func uuidFrom(rng *rand.Rand) lsmt.UUID {
+	var u lsmt.UUID
+	binary.LittleEndian.PutUint64(u[:8], rng.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], rng.Uint64())
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
 }

@@ -214,6 +214,8 @@ func Run(f Filter, opts Options) ([]Result, error) {
 	if len(engines) == 0 {
 		engines = Engines()
 	}
+	env := newRunEnv()
+	defer env.close()
 	var out []Result
 	for _, c := range cellsOf(engines) {
 		if !f.Selects(c) {
@@ -227,7 +229,7 @@ func Run(f Filter, opts Options) ([]Result, error) {
 		}
 		r.Seed = opts.Seed
 		start := time.Now()
-		err := runCell(c, opts, &r)
+		err := runCell(c, opts, env, &r)
 		r.Duration = time.Since(start)
 		if err != nil {
 			r.Status, r.Reason = Fail, err.Error()
@@ -240,7 +242,7 @@ func Run(f Filter, opts Options) ([]Result, error) {
 	return out, nil
 }
 
-func runCell(c Cell, opts Options, r *Result) error {
+func runCell(c Cell, opts Options, env *runEnv, r *Result) error {
 	factory := opts.EngineOverride
 	if factory == nil {
 		f, err := core.Engines.Lookup(c.Engine)
@@ -290,8 +292,6 @@ func runCell(c Cell, opts Options, r *Result) error {
 	}
 	logf := func(string, ...any) {}
 	name := c.String()
-	h := newHarness(name)
-	defer h.close()
 	// The cell's lowers: two committed or sealed layers, compressed and
 	// wrapped as the cell says, local files or blobs of a registry read
 	// through the cell's cache.
@@ -307,7 +307,7 @@ func runCell(c Cell, opts Options, r *Result) error {
 	var rs *remoteStats
 	if c.Cache != "local" {
 		rs = &remoteStats{}
-		lowers = registryLowers{ro: ro, cache: strings.TrimPrefix(c.Cache, "remote-"), h: h, stats: rs}
+		lowers = registryLowers{ro: ro, cache: strings.TrimPrefix(c.Cache, "remote-"), env: env, stats: rs}
 	}
 	if c.Upper == "none" {
 		reads := 1000

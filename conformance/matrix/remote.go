@@ -54,9 +54,35 @@ type remoteStats struct {
 type registryLowers struct {
 	ro    kinds.LSMTReadOnly
 	cache string
-	h     *harness
+	env   *runEnv
 	stats *remoteStats
 }
+
+// runEnv is what the cells of one run share: the registry remote cells
+// push their lowers to. One registry serves the whole run: the lowers are
+// the same bytes in every cell with the same codec, CRC, envelope and
+// layer kind, so its in-memory storage holds each only once.
+type runEnv struct {
+	h   *harness
+	reg *registrytest.Registry
+}
+
+func newRunEnv() *runEnv { return &runEnv{h: newHarness("overlaybd-conformance")} }
+
+// registry starts the run's registry on first use.
+func (e *runEnv) registry() (*registrytest.Registry, error) {
+	if e.reg != nil {
+		return e.reg, nil
+	}
+	err := e.h.guard(func() {
+		e.reg = registrytest.New(e.h, registrytest.Options{Auth: registrytest.Token,
+			Users: map[string]string{registryUser: registryPass}})
+	})
+	return e.reg, err
+}
+
+// close stops the registry and removes its folders.
+func (e *runEnv) close() { e.h.close() }
 
 var _ kinds.Lowers = registryLowers{}
 
@@ -66,15 +92,16 @@ func (k registryLowers) BuildLowers(dir string, m *conformance.Model) (kinds.Low
 		return nil, err
 	}
 	s := &registrySet{ro: k.ro, stats: k.stats}
-	err = k.h.guard(func() {
-		s.reg = registrytest.New(k.h, registrytest.Options{Auth: registrytest.Token,
-			Users: map[string]string{registryUser: registryPass}})
+	if s.reg, err = k.env.registry(); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	err = k.env.h.guard(func() {
 		for _, p := range paths {
 			data, err := os.ReadFile(p)
 			if err != nil {
-				k.h.Fatal(err)
+				k.env.h.Fatal(err)
 			}
-			dgst := s.reg.PushBlob(k.h, registryRepo, data)
+			dgst := s.reg.PushBlob(k.env.h, registryRepo, data)
 			s.urls = append(s.urls, remote.BlobURL(s.reg.RepoBlobURL(registryRepo), dgst))
 		}
 	})
