@@ -72,12 +72,14 @@ func TestFlavoursAgree(t *testing.T) {
 }
 
 func BenchmarkChecksum(b *testing.B) {
-	for _, size := range []int{4096, 65536, 1 << 20} {
+	for _, size := range []int{256, 512, 1024, 1536, 2048, 3072, 4096, 65536, 1 << 20} {
 		buf := make([]byte, size)
 		for i := range buf {
 			buf[i] = byte(i * 7)
 		}
-		for name, c := range flavours(b) {
+		fl := flavours(b)
+		fl["hash-crc32"] = stdChecksum{} // the peer: hash/crc32 alone
+		for name, c := range fl {
 			if name == Name {
 				continue // an alias of one of the named flavours
 			}
@@ -95,5 +97,14 @@ func sizeName(n int) string {
 	if n >= 1<<20 {
 		return fmt.Sprintf("%dMiB", n>>20)
 	}
+	if n%1024 != 0 {
+		return fmt.Sprintf("%dB", n)
+	}
 	return fmt.Sprintf("%dKiB", n>>10)
 }
+
+// stdChecksum is hash/crc32 without folding, the peer of the benchmarks.
+type stdChecksum struct{}
+
+func (stdChecksum) Name() string                       { return "hash-crc32" }
+func (stdChecksum) Update(crc uint32, p []byte) uint32 { return stdUpdate(crc, p) }

@@ -343,52 +343,48 @@ func (r *Reader) read(p []byte, off int64) error {
 		return r.readSpan(p, off, first, last, true)
 	}
 	// Cut the span into windows of compressed data and decode them on up
-	// to r.work goroutines.
-	type span struct{ first, last int64 }
-	var spans []span
-	// Spans of about a quarter of each worker's share balance the load.
-	window := (r.blockOffset(last+1) - r.blockOffset(first)) / int64(4*r.work)
-	window = min(max(window, 64<<10), readWindow)
-	for b := first; b <= last; {
-		e := b
-		start := r.blockOffset(b)
-		for e < last && r.blockOffset(e+2)-start <= window {
-			e++
-		}
-		spans = append(spans, span{b, e})
-		b = e + 1
+	// to r.work goroutines. With several workers, spans of about a quarter
+	// of each worker's share balance the load; one worker takes whole
+	// windows (fewer, larger reads of the file below measured faster). Spans
+	// are cut as they are claimed, so a read allocates nothing for them.
+	window := int64(readWindow)
+	if r.work > 1 {
+		window = (r.blockOffset(last+1) - r.blockOffset(first)) / int64(4*r.work)
+		window = min(max(window, 64<<10), readWindow)
 	}
-	do := func(s span) error {
-		lo := max(off, s.first*r.bs)
-		hi := min(off+int64(len(p)), (s.last+1)*r.bs)
-		return r.readSpan(p[lo-off:hi-off], lo, s.first, s.last, false)
+	do := func(b, e int64) error {
+		lo := max(off, b*r.bs)
+		hi := min(off+int64(len(p)), (e+1)*r.bs)
+		return r.readSpan(p[lo-off:hi-off], lo, b, e, false)
 	}
-	workers := min(r.work, len(spans))
-	if workers <= 1 {
-		for _, s := range spans {
-			if err := do(s); err != nil {
+	if r.work <= 1 || r.blockOffset(last+1)-r.blockOffset(first) <= window {
+		for b := first; b <= last; {
+			e := r.spanEnd(b, last, window)
+			if err := do(b, e); err != nil {
 				return err
 			}
+			b = e + 1
 		}
 		return nil
 	}
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
-		next int
+		next = first
 		errs error
 	)
 	work := func() {
 		for {
 			mu.Lock()
-			if next >= len(spans) || errs != nil {
+			if next > last || errs != nil {
 				mu.Unlock()
 				return
 			}
-			s := spans[next]
-			next++
+			b := next
+			e := r.spanEnd(b, last, window)
+			next = e + 1
 			mu.Unlock()
-			if err := do(s); err != nil {
+			if err := do(b, e); err != nil {
 				mu.Lock()
 				if errs == nil {
 					errs = err
@@ -399,12 +395,23 @@ func (r *Reader) read(p []byte, off int64) error {
 		}
 	}
 	// The calling goroutine is one of the workers.
-	for range workers - 1 {
+	for range min(r.work, int((r.blockOffset(last+1)-r.blockOffset(first))/window)+1) - 1 {
 		wg.Go(work)
 	}
 	work()
 	wg.Wait()
 	return errs
+}
+
+// spanEnd returns the last block of the span that starts at block b: as
+// many blocks up to last as fit in window compressed bytes, at least one.
+func (r *Reader) spanEnd(b, last, window int64) int64 {
+	e := b
+	start := r.blockOffset(b)
+	for e < last && r.blockOffset(e+2)-start <= window {
+		e++
+	}
+	return e
 }
 
 // readSpan fills p with the original bytes at off, which lie in blocks
