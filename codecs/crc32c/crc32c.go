@@ -34,10 +34,7 @@ func init() {
 }
 
 // Update extends the raw CRC32C crc with p using the pure Go flavour.
-func Update(crc uint32, p []byte) uint32 { return stdUpdate(crc, p) }
-
-// stdUpdate extends the raw CRC32C crc with p using hash/crc32.
-func stdUpdate(crc uint32, p []byte) uint32 {
+func Update(crc uint32, p []byte) uint32 {
 	return ^crc32.Update(^crc, table, p)
 }
 
