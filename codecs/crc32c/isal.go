@@ -34,10 +34,10 @@ type isalChecksum struct{}
 
 func (isalChecksum) Name() string { return ISALName }
 
-// cgoMinimum is the length below which the pure Go update (SSE4.2, no cgo
-// call) is at least as fast as ISA-L through cgo: BenchmarkChecksum (crc32c-go vs
-// crc32c-isal) measured 16 vs 34 ns at 256 B, 44 vs 48 ns at 1 KiB, 74 vs 56 ns at 1.5 KiB. ZFile
-// blocks that compress well are checksummed below it.
+// cgoMinimum is the length below which the pure Go update (SSE4.2, no
+// cgo call) is at least as fast as ISA-L through cgo. BenchmarkChecksum,
+// crc32c-go vs crc32c-isal: 16 vs 34 ns at 256 B, 44 vs 48 ns at 1 KiB,
+// 74 vs 56 ns at 1.5 KiB. ZFile blocks that compress well fall below it.
 const cgoMinimum = 1024
 
 func (isalChecksum) Update(crc uint32, p []byte) uint32 {

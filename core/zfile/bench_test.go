@@ -42,10 +42,24 @@ func benchFile(b *testing.B, dir, name string, data []byte) core.File {
 	return f
 }
 
+// benchCases are the files of the extraction benchmarks. The lz4 files
+// without block CRCs show, in the same run, how much of the gap to the bare
+// codec the mandatory CRC accounts for.
 var benchCases = []struct {
-	algo string
-	bs   int
-}{{"lz4", 4096}, {"lz4", 32768}, {"zstd", 4096}, {"zstd", 32768}}
+	algo  string
+	bs    int
+	noCRC bool
+}{{"lz4", 4096, false}, {"lz4", 32768, false}, {"zstd", 4096, false}, {"zstd", 32768, false},
+	{"lz4", 4096, true}, {"lz4", 32768, true}}
+
+// benchName names a benchmark case: algorithm, block size, "-nocrc".
+func benchName(algo string, bs int, noCRC bool) string {
+	s := fmt.Sprintf("%s-bs%d", algo, bs/1024)
+	if noCRC {
+		s += "-nocrc"
+	}
+	return s
+}
 
 // BenchmarkExtract measures sequential extraction (4 MiB reads through the
 // Reader from a file in the page cache) against its peer, BareDecode: the
@@ -54,8 +68,8 @@ func BenchmarkExtract(b *testing.B) {
 	in := benchInput()
 	dir := b.TempDir()
 	for _, c := range benchCases {
-		z := compress(b, in, zfile.Options{Algorithm: c.algo, BlockSize: c.bs})
-		name := fmt.Sprintf("%s-bs%d", c.algo, c.bs/1024)
+		z := compress(b, in, zfile.Options{Algorithm: c.algo, BlockSize: c.bs, NoCRC: c.noCRC})
+		name := benchName(c.algo, c.bs, c.noCRC)
 		b.Run(name+"/BareDecode", func(b *testing.B) {
 			r, err := zfile.Open(benchFile(b, dir, name+".bare", z))
 			if err != nil {
@@ -67,7 +81,7 @@ func BenchmarkExtract(b *testing.B) {
 			payloads := make([][]byte, r.BlockCount())
 			for i := range payloads {
 				off, l := r.StoredBlock(int64(i))
-				payloads[i] = z[off : off+l-4]
+				payloads[i] = z[off : off+l-crcLen(c.noCRC)]
 			}
 			dst := make([]byte, c.bs)
 			b.SetBytes(int64(len(in)))
@@ -171,8 +185,8 @@ func BenchmarkExtractRatio(b *testing.B) {
 	dir := b.TempDir()
 	const chunk = 4 << 20
 	for _, c := range benchCases {
-		z := compress(b, in, zfile.Options{Algorithm: c.algo, BlockSize: c.bs})
-		name := fmt.Sprintf("%s-bs%d", c.algo, c.bs/1024)
+		z := compress(b, in, zfile.Options{Algorithm: c.algo, BlockSize: c.bs, NoCRC: c.noCRC})
+		name := benchName(c.algo, c.bs, c.noCRC)
 		for _, workers := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/workers%d", name, workers), func(b *testing.B) {
 				r, err := zfile.Open(benchFile(b, dir, name, z), zfile.WithWorkers(workers))
@@ -202,7 +216,7 @@ func BenchmarkExtractRatio(b *testing.B) {
 						for i := off / int64(c.bs); i < min(r.BlockCount(), (off+chunk)/int64(c.bs)); i++ {
 							o, l := r.StoredBlock(i)
 							at := i*int64(c.bs) - off
-							if _, err := codec.Decompress(bareOut[at:at+min(int64(c.bs), r.Size()-i*int64(c.bs))], z[o:o+l-4]); err != nil {
+							if _, err := codec.Decompress(bareOut[at:at+min(int64(c.bs), r.Size()-i*int64(c.bs))], z[o:o+l-crcLen(c.noCRC)]); err != nil {
 								b.Fatal(err)
 							}
 						}
@@ -226,6 +240,14 @@ func BenchmarkExtractRatio(b *testing.B) {
 			})
 		}
 	}
+}
+
+// crcLen is the length of the CRC that ends each stored block.
+func crcLen(noCRC bool) int64 {
+	if noCRC {
+		return 0
+	}
+	return 4
 }
 
 // threadCPU returns the CPU time consumed by the calling thread.
