@@ -249,7 +249,7 @@ func (c *Cache) evictForDisk(keep *store, need int64) {
 	min := max(c.minFree, 0) + need
 	var byDisk, freed int64
 	defer func() {
-		if byDisk > 0 {
+		if freed > 0 {
 			c.auditEviction(freed, 0, byDisk)
 		}
 	}()
@@ -271,7 +271,7 @@ func (c *Cache) evictForDisk(keep *store, need int64) {
 	}
 }
 
-// auditEviction records an eviction run.
+// auditEviction records an eviction run that freed space.
 func (c *Cache) auditEviction(freed, byCache, byDisk int64) {
 	if c.audit.Get() == nil {
 		return
@@ -302,7 +302,7 @@ func (c *Cache) victimLocked(keep *store) *store {
 func (c *Cache) reserve(s *store, n int64) bool {
 	var byCache, freed int64
 	defer func() {
-		if byCache > 0 {
+		if freed > 0 {
 			c.auditEviction(freed, byCache, 0)
 		}
 	}()
