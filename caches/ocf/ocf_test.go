@@ -141,3 +141,60 @@ func TestDiskFilledFromOutside(t *testing.T) {
 		})
 	}
 }
+
+// TestSlotsDroppedWhilePinnedComeBack: blocks invalidated while readers
+// hold their slots return to the free list with the last reader, so after a
+// storm of reads and invalidations a blob that fills every slot is cached
+// whole.
+func TestSlotsDroppedWhilePinnedComeBack(t *testing.T) {
+	const bs = 4096
+	c, err := ocf.New(ocf.Options{Dir: t.TempDir(), CapacityBytes: 4096 + 16*(bs+128), BlockSize: bs, RefillSize: bs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := cachetest.Data(16*bs, 44)
+	f, err := c.Open(context.Background(), cachetest.NewSource(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := time.Now().Add(300 * time.Millisecond)
+	done := make(chan struct{})
+	for g := range 3 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			p := make([]byte, 3*bs)
+			for i := 0; time.Now().Before(stop); i++ {
+				off := int64((i*7+g)%14) * bs
+				if g == 2 {
+					f.(core.Invalidator).Invalidate(off, 3*bs)
+					continue
+				}
+				if _, err := f.ReadAt(p, off); err != nil || !bytes.Equal(p, data[off:off+3*bs]) {
+					t.Errorf("read at %d: %v", off, err)
+					return
+				}
+			}
+		}()
+	}
+	for range 3 {
+		<-done
+	}
+	f.Close()
+	data2 := cachetest.Data(16*bs, 45)
+	src2 := cachetest.NewSource(data2)
+	f2, err := c.Open(context.Background(), src2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	p := make([]byte, len(data2))
+	for range 2 {
+		if _, err := f2.ReadAt(p, 0); err != nil || !bytes.Equal(p, data2) {
+			t.Fatal(err)
+		}
+	}
+	if got := src2.Bytes.Load(); got != int64(len(data2)) {
+		t.Fatalf("fetched %d bytes for a %d-byte blob read twice: slots were lost", got, len(data2))
+	}
+}
