@@ -352,15 +352,10 @@ func (r *Reader) read(p []byte, off int64) error {
 		window = (r.blockOffset(last+1) - r.blockOffset(first)) / int64(4*r.work)
 		window = min(max(window, 64<<10), readWindow)
 	}
-	do := func(b, e int64) error {
-		lo := max(off, b*r.bs)
-		hi := min(off+int64(len(p)), (e+1)*r.bs)
-		return r.readSpan(p[lo-off:hi-off], lo, b, e, false)
-	}
 	if r.work <= 1 || r.blockOffset(last+1)-r.blockOffset(first) <= window {
 		for b := first; b <= last; {
 			e := r.spanEnd(b, last, window)
-			if err := do(b, e); err != nil {
+			if err := r.readBlocks(p, off, b, e); err != nil {
 				return err
 			}
 			b = e + 1
@@ -384,7 +379,7 @@ func (r *Reader) read(p []byte, off int64) error {
 			e := r.spanEnd(b, last, window)
 			next = e + 1
 			mu.Unlock()
-			if err := do(b, e); err != nil {
+			if err := r.readBlocks(p, off, b, e); err != nil {
 				mu.Lock()
 				if errs == nil {
 					errs = err
@@ -401,6 +396,13 @@ func (r *Reader) read(p []byte, off int64) error {
 	work()
 	wg.Wait()
 	return errs
+}
+
+// readBlocks fills the part of p (the read at off) that lies in blocks b..e.
+func (r *Reader) readBlocks(p []byte, off, b, e int64) error {
+	lo := max(off, b*r.bs)
+	hi := min(off+int64(len(p)), (e+1)*r.bs)
+	return r.readSpan(p[lo-off:hi-off], lo, b, e, false)
 }
 
 // spanEnd returns the last block of the span that starts at block b: as
