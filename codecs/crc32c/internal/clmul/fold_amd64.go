@@ -22,18 +22,17 @@ var (
 )
 
 // foldAVX512 returns the raw CRC32C of p continued from crc. len(p) is at
-// least 256 and a multiple of 16.
+// least 256.
 //
 //go:noescape
 func foldAVX512(crc uint32, p []byte, keys *[6]uint64) uint32
 
-// Prefix extends the raw CRC32C crc with the longest prefix of p that it
-// folds (a multiple of 16 bytes; nothing when p is shorter than Minimum or
-// the CPU cannot fold) and returns the new CRC and the rest of p.
+// Prefix extends the raw CRC32C crc with the prefix of p that it handles
+// (all of p, or nothing when p is shorter than Minimum or the CPU cannot
+// fold) and returns the new CRC and the rest of p.
 func Prefix(crc uint32, p []byte) (uint32, []byte) {
 	if !Available || len(p) < Minimum {
 		return crc, p
 	}
-	n := len(p) &^ 15
-	return foldAVX512(crc, p[:n], &keys), p[n:]
+	return foldAVX512(crc, p, &keys), p[len(p):]
 }

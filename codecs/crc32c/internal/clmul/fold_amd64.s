@@ -9,8 +9,9 @@
 // is L moved 256 bytes forward modulo the polynomial, xored with the chunk
 // 256 bytes later. The registers are then folded into one (64 bytes
 // forward), its four lanes into one (16 bytes forward), which absorbs the
-// remaining chunks. The last 128-bit value is congruent to the whole input,
-// so its CRC from 0 is the result.
+// remaining chunks. The last 128-bit value is congruent to the input so
+// far, so its CRC from 0, continued over the last 0-15 bytes with the CRC32
+// instruction, is the result.
 TEXT ·foldAVX512(SB), NOSPLIT, $0-44
 	MOVL            crc+0(FP), AX
 	MOVQ            p_base+8(FP), SI
@@ -45,14 +46,10 @@ loop256:
 	VMOVDQU64  64(SI), Z10
 	VMOVDQU64  128(SI), Z11
 	VMOVDQU64  192(SI), Z12
-	VPXORQ     Z5, Z1, Z1
-	VPXORQ     Z6, Z2, Z2
-	VPXORQ     Z7, Z3, Z3
-	VPXORQ     Z8, Z4, Z4
-	VPXORQ     Z9, Z1, Z1
-	VPXORQ     Z10, Z2, Z2
-	VPXORQ     Z11, Z3, Z3
-	VPXORQ     Z12, Z4, Z4
+	VPTERNLOGQ $0x96, Z9, Z5, Z1 // Z1 ^= Z5 ^ Z9
+	VPTERNLOGQ $0x96, Z10, Z6, Z2
+	VPTERNLOGQ $0x96, Z11, Z7, Z3
+	VPTERNLOGQ $0x96, Z12, Z8, Z4
 	ADDQ       $256, SI
 	SUBQ       $256, CX
 	JMP        loop256
@@ -78,8 +75,7 @@ loop64:
 	VPCLMULQDQ $0x00, Z15, Z4, Z5
 	VPCLMULQDQ $0x11, Z15, Z4, Z4
 	VMOVDQU64  0(SI), Z9
-	VPXORQ     Z5, Z4, Z4
-	VPXORQ     Z9, Z4, Z4
+	VPTERNLOGQ $0x96, Z9, Z5, Z4
 	ADDQ       $64, SI
 	SUBQ       $64, CX
 	JMP        loop64
@@ -121,5 +117,24 @@ done:
 	XORL       AX, AX
 	CRC32Q     BX, AX
 	CRC32Q     DI, AX
-	MOVL       AX, ret+40(FP)
+
+	// The last 0-15 bytes.
+tail8:
+	CMPQ   CX, $8
+	JB     tail1
+	CRC32Q (SI), AX
+	ADDQ   $8, SI
+	SUBQ   $8, CX
+	JMP    tail8
+
+tail1:
+	TESTQ  CX, CX
+	JZ     ret
+	CRC32B (SI), AX
+	INCQ   SI
+	DECQ   CX
+	JMP    tail1
+
+ret:
+	MOVL AX, ret+40(FP)
 	RET
