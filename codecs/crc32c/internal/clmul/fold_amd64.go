@@ -9,9 +9,10 @@ import "golang.org/x/sys/cpu"
 const Minimum = 256
 
 var (
-	// Available reports whether this CPU folds: AVX-512 with VPCLMULQDQ,
+	// Available reports whether this CPU folds: AVX-512 with VPCLMULQDQ
+	// (and PCLMULQDQ/AVX for the 128-bit steps),
 	// and SSE4.2 for the final CRC32 instructions.
-	Available = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VPCLMULQDQ && cpu.X86.HasAVX && cpu.X86.HasSSE42
+	Available = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VPCLMULQDQ && cpu.X86.HasPCLMULQDQ && cpu.X86.HasAVX && cpu.X86.HasSSE42
 	// keys holds the multiplier pairs that move a 128-bit lane 256, 64 and
 	// 16 bytes forward.
 	keys = [6]uint64{
