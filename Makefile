@@ -45,6 +45,7 @@ test-race:
 
 test-tags:
 	$(GO) test -tags cgo_codecs,isal -timeout $(TEST_TIMEOUT) $(TAG_PKGS)
+	$(GO) test -tags purego -timeout $(TEST_TIMEOUT) ./codecs/crc32c/...
 
 # Kernel-level tests (TCMU + tcm_loop, nbd.ko, ext4) in a qemu VM booting
 # Debian's kernel; the harness installs and caches what it needs. Needs root.
