@@ -83,7 +83,6 @@ func TestCreateErrors(t *testing.T) {
 		{[]string{"d", "i", "1", "x"}, 109, "not expected"},
 		{[]string{"--nope", "d", "i", "1"}, 109, "unknown flag"},
 		{[]string{"d", "i", "big"}, 104, "not a size"},
-		{[]string{"--mkfs", "d", "i", "1"}, 255, "not supported yet"},
 		{[]string{"--turboOCI", "d", "i", "1"}, 255, "not supported yet"},
 		{[]string{"--fastoci", "d", "i", "1"}, 255, "not supported yet"},
 		{[]string{"--uuid", "bad", "d", "i", "1"}, 105, "invalid UUID"},

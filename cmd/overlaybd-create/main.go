@@ -1,27 +1,33 @@
 // Command overlaybd-create makes a new writable overlaybd layer, with
 // upstream's arguments and exit codes:
 //
-//	overlaybd-create [-u PARENT_UUID] [--uuid UUID] [-s] [--raw] [--verbose] data_file index_file vsize
+//	overlaybd-create [-u PARENT_UUID] [--uuid UUID] [-s] [--raw] [--mkfs] [--verbose] data_file index_file vsize
 //
 // vsize is in GiB. By default it creates an append-only layer (a data file
 // and an index file); -s creates a sparse layer (the data file holds the
 // disk in place; the index file is left empty and later holds the layer's
-// discard log). --raw creates a plain raw image. --turboOCI/--fastoci and
-// --mkfs are not supported yet.
+// discard log). --raw creates a plain raw image. --mkfs then makes an ext4
+// file system with upstream's parameters on the new device (internal/mkfs),
+// writing through the layer. --turboOCI/--fastoci are not supported yet.
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/cli"
+	"github.com/overlaybd-go/overlaybd/internal/mkfs"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -36,7 +42,14 @@ random one; -p/--parent-uuid are spellings of -u; a failure removes the files
 this run created; -s keeps the layer's discards in index_file (upstream
 leaves it empty and forgets discards on reopen; upstream still reads the layer).
 
-Every flag may be spelled with "_" or "-" (--commit_sealed, --commit-sealed).
+--mkfs makes the file system with mkfs.ext4 (e2fsprogs) and upstream's
+parameters (4 KiB blocks, 256-byte inodes, one inode per 16 KiB, no journal)
+in a sparse scratch file next to data_file, then writes its blocks through the
+new layer (or into the raw file); it needs vsize of at least 1. On failure it
+prints "mkfs failed, <reason>", exits 255 and removes the files it created.
+--mkfs with --turboOCI is not supported.
+
+Every flag may be spelled with "_" or "-" (--parent_uuid, --parent-uuid).
 
 Options:
 `
@@ -51,7 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	turbo := fs.Bool("turboOCI", false, "create a TurboOCI writable layer (not supported yet)")
 	fastoci := fs.Bool("fastoci", false, "deprecated spelling of --turboOCI (not supported yet)")
 	raw := fs.Bool("raw", false, "create a plain raw image instead of an LSMT layer")
-	mkfs := fs.Bool("mkfs", false, "create an ext4 file system on the new device (not supported yet)")
+	withFS := fs.Bool("mkfs", false, "create an ext4 file system on the new device (needs mkfs.ext4)")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return cli.ParseError(stderr, err)
@@ -69,10 +82,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *turbo || *fastoci {
 		fmt.Fprintln(stderr, "overlaybd-create: --turboOCI is not supported yet")
-		return cli.ExitFailure
-	}
-	if *mkfs {
-		fmt.Fprintln(stderr, "overlaybd-create: --mkfs is not supported yet")
 		return cli.ExitFailure
 	}
 	if parentP != "" {
@@ -98,15 +107,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.UUID = u
 	}
-	if err := create(pos[0], pos[1], opts, *raw, stderr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := create(ctx, pos[0], pos[1], opts, *raw, *withFS, stderr); err != nil {
 		return cli.ExitFailure
 	}
 	fmt.Fprintln(stdout, "overlaybd-create has created files SUCCESSFULLY")
 	return cli.ExitOK
 }
 
-// create makes the files; on failure it removes what it created.
-func create(dataPath, indexPath string, opts lsmt.CreateOptions, raw bool, stderr io.Writer) (err error) {
+// create makes the files, and with withFS an ext4 file system on the new
+// device; on failure it removes what it created.
+func create(ctx context.Context, dataPath, indexPath string, opts lsmt.CreateOptions, raw, withFS bool, stderr io.Writer) (err error) {
 	var created []string
 	defer func() {
 		if err != nil {
@@ -133,16 +145,31 @@ func create(dataPath, indexPath string, opts lsmt.CreateOptions, raw bool, stder
 		df.Close()
 		return err
 	}
-	if raw {
-		err = df.Truncate(opts.VirtualSize)
-		if err == nil {
-			err = df.Sync()
+	// makeFS writes the file system through dev, the created device.
+	makeFS := func(dev io.WriterAt) error {
+		if !withFS {
+			return nil
 		}
-		if e := df.Close(); err == nil {
-			err = e
-		}
-		xf.Close()
+		err := mkfs.Ext4(ctx, dev, opts.VirtualSize, mkfs.Options{TempDir: filepath.Dir(dataPath)})
 		if err != nil {
+			fmt.Fprintf(stderr, "mkfs failed, %s\n", strings.TrimPrefix(err.Error(), "mkfs: "))
+		}
+		return err
+	}
+	if raw {
+		xf.Close()
+		if err = df.Truncate(opts.VirtualSize); err != nil {
+			fmt.Fprintf(stderr, "failed to create raw image: %v\n", err)
+		} else {
+			err = makeFS(df)
+		}
+		if err == nil {
+			if err = df.Sync(); err != nil {
+				fmt.Fprintf(stderr, "failed to create raw image: %v\n", err)
+			}
+		}
+		if e := df.Close(); err == nil && e != nil {
+			err = e
 			fmt.Fprintf(stderr, "failed to create raw image: %v\n", err)
 		}
 		return err
@@ -152,6 +179,10 @@ func create(dataPath, indexPath string, opts lsmt.CreateOptions, raw bool, stder
 		df.Close()
 		xf.Close()
 		fmt.Fprintf(stderr, "failed to create lsmt file object, possibly I/O error! (%v)\n", err)
+		return err
+	}
+	if err = makeFS(w); err != nil {
+		w.Close()
 		return err
 	}
 	err = w.Sync()
