@@ -43,7 +43,7 @@ fio_run() {
 	fio --name=bench --filename="$FILE" --rw="$rw" --bs="$bs" --direct="$direct" --ioengine="$eng" \
 		--iodepth="$iodepth" --numjobs="$jobs" --runtime="$RUNTIME" --time_based --group_reporting \
 		--norandommap --randrepeat=0 --invalidate=0 --output-format=json 2>/dev/null |
-		python3 -c 'import json,sys; d=json.load(sys.stdin); j=d["jobs"][0]; print(json.dumps({"case":sys.argv[1],"impl":"fio","engine":sys.argv[2],"iops":j["read"]["iops"]+j["write"]["iops"]}))' "$case" "$eng" >>"$OUT"
+		python3 -c 'import json,sys; d=json.load(sys.stdin); j=d["jobs"][0]; n=j["read"]["total_ios"]+j["write"]["total_ios"]; print(json.dumps({"case":sys.argv[1],"impl":"fio","engine":sys.argv[2],"iops":j["read"]["iops"]+j["write"]["iops"],"cpu_us_per_op":(j["usr_cpu"]+j["sys_cpu"])/100*j["elapsed"]*1e6*int(sys.argv[3])/max(n,1)}))' "$case" "$eng" "$jobs" >>"$OUT"
 }
 
 # ours_run CASE ENGINE RW BS DEPTH DIRECT [MODE]
