@@ -163,7 +163,6 @@ func TestCommitErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"--help"}, 0, ""},
 		{[]string{}, 106, "data_file is required"},
 		{[]string{"missing", "i", "o"}, 105, "File does not exist"},
 		{[]string{data, index}, 106, "commit_file is required"},

@@ -71,7 +71,7 @@ type options struct {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := cli.NewFlagSet("overlaybd-commit", stderr, usage)
+	fs := cli.NewFlagSet("overlaybd-commit", stdout, usage)
 	var o options
 	fs.StringVarP(&o.msg, "message", "m", "", "commit message, stored as the layer's user tag (at most 256 bytes)")
 	fs.StringVar(&o.uuid, "uuid", "", "UUID of the new layer (default: the null UUID)")

@@ -77,7 +77,6 @@ func TestCreateErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"--help"}, 0, ""},
 		{[]string{"d"}, 106, "index_file is required"},
 		{[]string{"d", "i"}, 106, "vsize is required"},
 		{[]string{"d", "i", "1", "x"}, 109, "not expected"},

@@ -55,7 +55,7 @@ Options:
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := cli.NewFlagSet("overlaybd-create", stderr, usage)
+	fs := cli.NewFlagSet("overlaybd-create", stdout, usage)
 	var parent, parentP, uuid string
 	fs.StringVarP(&parent, "parent-uuid", "u", "", "parent UUID for the header (an unparsable value is ignored with a warning, as upstream)")
 	fs.StringVarP(&parentP, "parent", "p", "", "same as -u")

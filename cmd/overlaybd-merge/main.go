@@ -44,13 +44,13 @@ plain).
 When standard error is a terminal, the bytes written so far are shown there;
 into a pipe or file nothing is drawn.
 
-Every flag may be spelled with "_" or "-" (--commit_sealed, --commit-sealed).
+Every flag may be spelled with "_" or "-" (--service_config_path, --service-config-path).
 
 Options:
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := cli.NewFlagSet("overlaybd-merge", stderr, usage)
+	fs := cli.NewFlagSet("overlaybd-merge", stdout, usage)
 	compress := fs.Bool("compress", true, "write a ZFile (LZ4, 4 KiB blocks, CRCs); --compress=false writes a plain layer")
 	tar := fs.BoolP("tar", "t", false, "wrap the output in overlaybd's tar envelope")
 	svc := fs.String("service_config_path", "", "service configuration (default "+config.DefaultGlobalPath+"; an explicit path must exist); its codecPlugins serve lz4/zstd")

@@ -94,7 +94,6 @@ func TestMergeErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"--help"}, 0, ""},
 		{[]string{}, 106, "image_config_path is required"},
 		{[]string{good}, 106, "output is required"},
 		{[]string{good, "o", "x"}, 109, "not expected"},

@@ -26,7 +26,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,7 +36,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	_ "github.com/overlaybd-go/overlaybd/caches/all"
@@ -89,10 +87,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath)
 	verbose := fs.BoolP("verbose", "v", false, "debug logging, whatever logConfig says")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+		return cli.PrefixedParseError(stderr, "overlaybd-tcmu", err, exitUsage)
 	}
 	if fs.NArg() > 1 || (fs.NArg() == 1 && *svcPath != "") {
 		fmt.Fprintln(stderr, "overlaybd-tcmu: give the global configuration once, as CONFIG_PATH or --service_config_path")

@@ -26,7 +26,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -43,7 +42,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -75,8 +74,10 @@ type tool struct {
 	log    *slog.Logger
 }
 
-func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) int {
-	fs := cli.NewFlagSet("overlaybd-zfile", stderr, usage)
+// run is the whole command; the help goes to stdout (as upstream's), every
+// other message to stderr.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := cli.NewFlagSet("overlaybd-zfile", stdout, usage)
 	extract := fs.BoolP("extract", "x", false, "decompress (extract) source_file into target_file instead of compressing")
 	verify := fs.Bool("verify", false, "check the per-block checksums of source_file and stop")
 	tarred := fs.BoolP("tar", "t", false, "compress: wrap the output in overlaybd's tar envelope; extract: accepted (a tar-wrapped ZFile is recognised by content)")
@@ -86,22 +87,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 	workers := fs.Int("workers", 0, "compression/decompression goroutines (0: up to 4); the output does not depend on it")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist); an addition to upstream's flags")
-	help := fs.BoolP("help", "h", false, "print this help")
 	if err := fs.Parse(args); err != nil {
-		fmt.Fprintln(stderr, err)
-		if strings.HasPrefix(err.Error(), "invalid argument") {
-			return cli.ExitConversion
-		}
-		return cli.ExitExtras
-	}
-	if *help {
-		fs.SetOutput(os.Stdout)
-		fs.Usage()
-		return cli.ExitOK
+		return cli.ParseError(stderr, err)
 	}
 	t := &tool{stdin: stdin, stderr: stderr, log: cli.Logger(stderr, *verbose)}
 	pos := fs.Args()
-	if code, ok := cli.Bare(stderr).Args(pos, 1, "source_file", "target_file"); !ok {
+	if code, ok := cli.Upstream(stderr).Args(pos, 1, "source_file", "target_file"); !ok {
 		return code
 	}
 	src, dst := pos[0], ""

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,7 @@ import (
 func runTool(t *testing.T, stdin []byte, args ...string) (int, string) {
 	t.Helper()
 	var errb bytes.Buffer
-	code := run(context.Background(), args, bytes.NewReader(stdin), &errb)
+	code := run(context.Background(), args, bytes.NewReader(stdin), io.Discard, &errb)
 	return code, errb.String()
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	src := clitest.WriteFile(t, filepath.Join(dir, "in"), zfiletest.Xorshift(4, 8<<20))
 
 	pts, drawn := ptytest.Capture(t)
-	code := run(context.Background(), []string{src, filepath.Join(dir, "a")}, nil, pts)
+	code := run(context.Background(), []string{src, filepath.Join(dir, "a")}, nil, io.Discard, pts)
 	tty := drawn()
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, tty)
@@ -30,7 +31,7 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	}
 
 	var piped bytes.Buffer
-	if code := run(context.Background(), []string{src, filepath.Join(dir, "b")}, nil, &piped); code != 0 {
+	if code := run(context.Background(), []string{src, filepath.Join(dir, "b")}, nil, io.Discard, &piped); code != 0 {
 		t.Fatalf("exit %d: %s", code, piped.String())
 	}
 	if want := fmt.Sprintf("compress file %s as %s\ncompress file done.\n", src, filepath.Join(dir, "b")); piped.String() != want {

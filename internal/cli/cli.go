@@ -5,7 +5,7 @@
 //
 // A tool that keeps upstream's contract starts like this:
 //
-//	fs := cli.NewFlagSet("overlaybd-create", stderr, usage)
+//	fs := cli.NewFlagSet("overlaybd-create", stdout, usage) // CLI11 prints help to stdout
 //	verbose := fs.Bool("verbose", false, "debug logging")
 //	if err := fs.Parse(args); err != nil {
 //		return cli.ParseError(stderr, err)
@@ -35,10 +35,15 @@ const (
 	// ExitValidation is a value that fails a check (a file that does not
 	// exist, an invalid UUID).
 	ExitValidation = 105
-	// ExitRequired is a missing positional argument or flag value.
+	// ExitRequired is a missing required positional argument.
 	ExitRequired = 106
 	// ExitExtras is an unknown flag or a positional argument too many.
 	ExitExtras = 109
+	// ExitArgumentMismatch is a flag given without its value at the end of
+	// the command line (CLI11's ArgumentMismatch, "--bs: 1 required INT
+	// missing"). A value that follows is always taken, as by CLI11, and
+	// fails as a conversion if it is not one.
+	ExitArgumentMismatch = 114
 	// ExitFailure is upstream's exit(-1): the tool failed at its work.
 	ExitFailure = 255
 )
@@ -57,68 +62,98 @@ func Normalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 // NewFlagSet returns the flag set of the tool name: parse errors are returned
 // to the caller (pflag.ContinueOnError), every flag may be spelled with "_"
 // or "-" (Normalize), and its Usage, which --help and -h call, writes usage
-// to w and then the flags with their defaults to the flag set's output,
-// which is w unless the caller changes it.
+// and then the flags with their defaults to w. A tool that keeps upstream's
+// contract passes its standard output, where CLI11 prints the help; the
+// project's own tools pass standard error.
 func NewFlagSet(name string, w io.Writer, usage string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetNormalizeFunc(Normalize)
 	fs.SetOutput(w)
 	fs.Usage = func() {
 		fmt.Fprint(w, usage)
-		fs.PrintDefaults()
+		fmt.Fprint(w, fs.FlagUsages())
 	}
 	return fs
 }
 
 // ParseError reports err, an error of FlagSet.Parse, as upstream's parser
-// does: the message and Hint on w, and the exit code of its class
-// (ExitConversion for a value that does not convert, ExitRequired for a flag
-// without its value, ExitExtras for an unknown flag). After --help or -h,
-// which have printed the usage, it writes nothing and returns ExitOK.
+// (CLI11) does: the message and Hint on w, and the exit code of its class:
+// ExitConversion for a value that does not convert, ExitArgumentMismatch for
+// a flag without its value (in CLI11's words, "--bs: 1 required INT
+// missing"), ExitExtras for an unknown flag. After --help or -h, which have
+// printed the usage, it writes nothing and returns ExitOK.
 func ParseError(w io.Writer, err error) int {
 	if errors.Is(err, pflag.ErrHelp) {
 		return ExitOK
 	}
-	fmt.Fprintf(w, "%v\n%s\n", err, Hint)
-	msg := err.Error()
+	var (
+		missing *pflag.ValueRequiredError
+		invalid *pflag.InvalidValueError
+	)
 	switch {
-	case strings.Contains(msg, "invalid argument"):
+	case errors.As(err, &missing):
+		fmt.Fprintf(w, "%s: 1 required %s missing\n%s\n", specified(missing), typeName(missing.GetFlag()), Hint)
+		return ExitArgumentMismatch
+	case errors.As(err, &invalid):
+		fmt.Fprintf(w, "%v\n%s\n", err, Hint)
 		return ExitConversion
-	case strings.Contains(msg, "needs an argument"):
-		return ExitRequired
 	default:
+		fmt.Fprintf(w, "%v\n%s\n", err, Hint)
 		return ExitExtras
 	}
 }
 
+// specified returns the flag of e as the command line spelled it: "--bs",
+// "--service_config_path", "-m".
+func specified(e *pflag.ValueRequiredError) string {
+	if e.GetSpecifiedShortnames() != "" {
+		return "-" + e.GetSpecifiedName()[:1]
+	}
+	return "--" + e.GetSpecifiedName()
+}
+
+// typeName returns CLI11's name of the type of f's value: INT, UINT, FLOAT
+// or TEXT.
+func typeName(f *pflag.Flag) string {
+	if f == nil {
+		return "TEXT"
+	}
+	switch t := f.Value.Type(); {
+	case strings.HasPrefix(t, "uint"):
+		return "UINT"
+	case strings.HasPrefix(t, "int") || t == "count":
+		return "INT"
+	case strings.HasPrefix(t, "float"):
+		return "FLOAT"
+	default:
+		return "TEXT"
+	}
+}
+
 // PrefixedParseError reports err, an error of FlagSet.Parse, as
-// "<name>: <err>" on w and returns code. After --help or -h, which have
-// printed the usage, it writes nothing and returns ExitOK.
+// "<name>: <err>" and Hint on w, and returns code. After --help or -h, which
+// have printed the usage, it writes nothing and returns ExitOK.
 func PrefixedParseError(w io.Writer, name string, err error, code int) int {
 	if errors.Is(err, pflag.ErrHelp) {
 		return ExitOK
 	}
-	fmt.Fprintf(w, "%s: %v\n", name, err)
+	fmt.Fprintf(w, "%s: %v\n%s\n", name, err, Hint)
 	return code
 }
 
 // Reporter writes command-line errors in the words of upstream's parser.
 type Reporter struct {
-	w    io.Writer
-	hint string
+	w io.Writer
 }
 
 // Upstream returns the Reporter of upstream's tools: each message is
-// followed by Hint.
-func Upstream(w io.Writer) Reporter { return Reporter{w: w, hint: Hint + "\n"} }
-
-// Bare returns a Reporter whose messages have no Hint after them.
-func Bare(w io.Writer) Reporter { return Reporter{w: w} }
+// followed by Hint, as CLI11 writes it.
+func Upstream(w io.Writer) Reporter { return Reporter{w: w} }
 
 // Errorf writes the message format makes, a newline and the hint, and
 // returns code.
 func (r Reporter) Errorf(code int, format string, a ...any) int {
-	fmt.Fprintf(r.w, format+"\n%s", append(a, r.hint)...)
+	fmt.Fprintf(r.w, format+"\n%s\n", append(a, Hint)...)
 	return code
 }
 

@@ -18,6 +18,8 @@ func flags(w *bytes.Buffer) (fs interface{ Parse([]string) error }, svc *string,
 	f := cli.NewFlagSet("tool", w, usage)
 	svc = f.String("service_config_path", "", "service configuration")
 	n = f.IntP("number", "n", 1, "a number")
+	f.Float64("ratio", 0.5, "a fraction")
+	f.Uint64("blocks", 0, "a count")
 	return f, svc, n
 }
 
@@ -68,8 +70,15 @@ func TestParseErrorCodes(t *testing.T) {
 		{[]string{"--nope"}, cli.ExitExtras, "unknown flag: --nope"},
 		{[]string{"-Z"}, cli.ExitExtras, "unknown shorthand flag: 'Z' in -Z"},
 		{[]string{"--number", "x"}, cli.ExitConversion, `invalid argument "x" for "-n, --number" flag`},
-		{[]string{"--number"}, cli.ExitRequired, "flag needs an argument: --number"},
-		{[]string{"--service_config_path"}, cli.ExitRequired, "flag needs an argument: --service_config_path"},
+		{[]string{"--number"}, cli.ExitArgumentMismatch, "--number: 1 required INT missing"},
+		{[]string{"a", "-n"}, cli.ExitArgumentMismatch, "-n: 1 required INT missing"},
+		{[]string{"--service_config_path"}, cli.ExitArgumentMismatch, "--service_config_path: 1 required TEXT missing"},
+		{[]string{"--service-config-path"}, cli.ExitArgumentMismatch, "--service-config-path: 1 required TEXT missing"},
+		{[]string{"--ratio"}, cli.ExitArgumentMismatch, "--ratio: 1 required FLOAT missing"},
+		{[]string{"--blocks"}, cli.ExitArgumentMismatch, "--blocks: 1 required UINT missing"},
+		// As with CLI11, the next argument is the value, whatever it looks
+		// like.
+		{[]string{"--number", "--nope"}, cli.ExitConversion, `invalid argument "--nope" for "-n, --number" flag`},
 	} {
 		var w bytes.Buffer
 		fs, _, _ := flags(&w)
@@ -87,7 +96,7 @@ func TestParseErrorCodes(t *testing.T) {
 		if code := cli.PrefixedParseError(&w, "tool", err, 2); code != 2 {
 			t.Errorf("%v: prefixed: exit %d, want 2", c.args, code)
 		}
-		if got := w.String(); got != "tool: "+err.Error()+"\n" {
+		if got := w.String(); got != "tool: "+err.Error()+"\n"+cli.Hint+"\n" {
 			t.Errorf("%v: prefixed message %q", c.args, got)
 		}
 	}
@@ -110,19 +119,14 @@ func TestArgs(t *testing.T) {
 		{[]string{"d", "i", "c"}, 3, cli.ExitOK, ""},
 		{nil, 0, cli.ExitOK, ""},
 	} {
-		for _, hint := range []bool{true, false} {
-			var w bytes.Buffer
-			r, want := cli.Bare(&w), c.msg+"\n"
-			if hint {
-				r, want = cli.Upstream(&w), c.msg+"\n"+cli.Hint+"\n"
-			}
-			code, ok := r.Args(c.args, c.required, names...)
-			if c.msg == "" {
-				want = ""
-			}
-			if code != c.code || ok != (c.code == cli.ExitOK) || w.String() != want {
-				t.Errorf("%q, %d required, hint %v: %d, %v, %q; want %d, %q", c.args, c.required, hint, code, ok, w.String(), c.code, want)
-			}
+		var w bytes.Buffer
+		want := c.msg + "\n" + cli.Hint + "\n"
+		code, ok := cli.Upstream(&w).Args(c.args, c.required, names...)
+		if c.msg == "" {
+			want = ""
+		}
+		if code != c.code || ok != (c.code == cli.ExitOK) || w.String() != want {
+			t.Errorf("%q, %d required: %d, %v, %q; want %d, %q", c.args, c.required, code, ok, w.String(), c.code, want)
 		}
 	}
 }
@@ -134,11 +138,6 @@ func TestErrorf(t *testing.T) {
 	}
 	if want := "data_file: File does not exist: 100%\n" + cli.Hint + "\n"; w.String() != want {
 		t.Fatalf("%q, want %q", w.String(), want)
-	}
-	w.Reset()
-	cli.Bare(&w).Errorf(cli.ExitRequired, "source_file is required")
-	if w.String() != "source_file is required\n" {
-		t.Fatalf("%q", w.String())
 	}
 }
 
