@@ -407,7 +407,7 @@ func (p *Plugin) do(op, id uint8, blocks []core.CodecBlock) error {
 		if err != nil {
 			return err
 		}
-		err = in.run(op, id, blocks, p.opts.callTimeout)
+		err = in.run(op, id, blocks)
 		if err == nil {
 			return nil
 		}

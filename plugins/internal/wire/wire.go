@@ -9,12 +9,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"strconv"
 	"strings"
 
 	goplugin "github.com/hashicorp/go-plugin"
+
+	"github.com/overlaybd-go/overlaybd/codecs/crc32c"
 )
 
 // ProtocolVersion is the go-plugin protocol version of this protocol. A host
@@ -216,18 +217,21 @@ func ParseResult(msg []byte, i int) Result {
 	return Result{Status: le.Uint32(b), N: le.Uint32(b[4:]), Sum: le.Uint32(b[8:])}
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Sum is the reply checksum of block index of batch seq: CRC32C over the
 // little-endian seq, index, status and length, then the output bytes. The
 // plugin computes it after its codec returns; the host checks it before it
 // copies a byte out of shared memory, so that a reply damaged after the codec
 // (a stray write, a confused plugin, a reply to another batch) is never data.
+//
+// The value is the standard CRC-32C (initial and final inversion, as
+// hash/crc32 with the Castagnoli table); it is computed with package
+// crc32c's raw form, which folds long outputs with carry-less
+// multiplication where the CPU has it.
 func Sum(seq uint64, index, status uint32, out []byte) uint32 {
 	var h [20]byte
 	le.PutUint64(h[:], seq)
 	le.PutUint32(h[8:], index)
 	le.PutUint32(h[12:], status)
 	le.PutUint32(h[16:], uint32(len(out)))
-	return crc32.Update(crc32.Checksum(h[:], castagnoli), castagnoli, out)
+	return ^crc32c.Update(crc32c.Update(0xffffffff, h[:]), out)
 }

@@ -1,6 +1,9 @@
 package wire
 
 import (
+	"encoding/binary"
+	"hash/crc32"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 )
@@ -48,4 +51,26 @@ func FuzzParseDataPlane(f *testing.F) {
 			t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, d, d.String(), again, err)
 		}
 	})
+}
+
+// TestSumIsStandardCRC32C checks Sum against hash/crc32's Castagnoli CRC of
+// the same bytes, at sizes on both sides of the folding threshold.
+func TestSumIsStandardCRC32C(t *testing.T) {
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 15, 64, 255, 256, 1000, 1024, 4095, 4096, 4097, 65535, 65536, 1 << 20} {
+		out := make([]byte, n)
+		for i := range out {
+			out[i] = byte(rng.Uint32())
+		}
+		var h [20]byte
+		binary.LittleEndian.PutUint64(h[:], 77)
+		binary.LittleEndian.PutUint32(h[8:], 3)
+		binary.LittleEndian.PutUint32(h[12:], StatusOK)
+		binary.LittleEndian.PutUint32(h[16:], uint32(n))
+		want := crc32.Update(crc32.Checksum(h[:], tab), tab, out)
+		if got := Sum(77, 3, StatusOK, out); got != want {
+			t.Fatalf("%d bytes: Sum %#x, CRC-32C %#x", n, got, want)
+		}
+	}
 }
