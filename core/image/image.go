@@ -26,6 +26,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/envelope"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
+	"github.com/overlaybd-go/overlaybd/core/prefetch"
 	"github.com/overlaybd-go/overlaybd/core/remote"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
 )
@@ -88,6 +89,8 @@ type Image struct {
 
 	writable bool
 	engine   core.Engine // owned, or nil
+	recorder *prefetch.Recorder
+	replayer *prefetch.Replayer
 	once     sync.Once
 	closeErr error
 }
@@ -100,20 +103,27 @@ type LayerInfo struct {
 	Remote bool
 	// Envelope describes the wrappers (tar, zfile) found around the layer.
 	Envelope *envelope.Description
+
+	file core.File // the unwrapped layer file, read by trace replay
 }
 
 // Writable reports whether the image has an upper layer.
 func (img *Image) Writable() bool { return img.writable }
 
-// Close syncs the upper layer (if any), then closes every layer and the
-// engine the image created.
+// Close stops the trace replay (waiting for its workers), syncs the upper
+// layer (if any), writes the recorded trace (if any), then closes every
+// layer and the engine the image created.
 func (img *Image) Close() error {
 	img.once.Do(func() {
 		var errs []error
+		img.stopReplay()
 		if img.writable {
 			if err := img.Stack.Sync(); err != nil {
 				errs = append(errs, fmt.Errorf("image: sync upper: %w", err))
 			}
+		}
+		if err := img.finishTrace(); err != nil {
+			errs = append(errs, err)
 		}
 		if err := img.Stack.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("image: close layers: %w", err))
@@ -201,18 +211,28 @@ func open(ctx context.Context, cfg *config.Image, opts Options, log *slog.Logger
 	}
 
 	lowers := cfg.Lowers
+	var accel *config.Layer
 	if cfg.AccelerationLayer && len(lowers) > 0 {
 		// The last lower is the acceleration layer: its trace drives
 		// prefetching and it is not part of the device.
-		accel := lowers[len(lowers)-1]
+		accel = &lowers[len(lowers)-1]
 		lowers = lowers[:len(lowers)-1]
-		log.Warn("acceleration layer: trace prefetch is not supported yet, layer left out of the stack", "dir", accel.Dir)
-	} else if cfg.RecordTracePath != "" {
-		if _, err := os.Stat(cfg.RecordTracePath); err == nil {
-			log.Warn("trace record/replay is not supported yet, recordTracePath ignored", "path", cfg.RecordTracePath)
-		}
 	}
+	trace := setupTrace(cfg, accel, log)
+	img, err := openStack(ctx, cfg, lowers, opts, trace, log)
+	if err != nil {
+		trace.abort()
+		return nil, err
+	}
+	img.recorder = trace.rec
+	img.replayer = trace.start(img.Layers, opts.Global, log)
+	return img, nil
+}
 
+// openStack opens the lowers (each unwrapped file passed through
+// trace.wrap) and the upper, and stacks them.
+func openStack(ctx context.Context, cfg *config.Image, lowers []config.Layer, opts Options, trace *tracing,
+	log *slog.Logger) (*Image, error) {
 	engine := opts.Engine
 	var ownEngine core.Engine
 	if engine == nil && len(lowers) > 0 {
@@ -236,7 +256,7 @@ func open(ctx context.Context, cfg *config.Image, opts Options, log *slog.Logger
 		}
 	}
 
-	layers, infos, err := openLowers(ctx, cfg, lowers, engine, opts.Remote, log)
+	layers, infos, err := openLowers(ctx, cfg, lowers, engine, opts.Remote, trace, log)
 	if err != nil {
 		closeEngine()
 		return nil, err
@@ -283,7 +303,7 @@ func validationReason(cfg *config.Image, err error) string {
 // the first failure stops workers from taking new layers, and the failure
 // of the lowest-numbered layer is reported.
 func openLowers(ctx context.Context, cfg *config.Image, lowers []config.Layer, engine core.Engine,
-	remote RemoteOpener, log *slog.Logger) ([]*lsmt.ReadOnly, []LayerInfo, error) {
+	remote RemoteOpener, trace *tracing, log *slog.Logger) ([]*lsmt.ReadOnly, []LayerInfo, error) {
 	n := len(lowers)
 	layers := make([]*lsmt.ReadOnly, n)
 	infos := make([]LayerInfo, n)
@@ -308,7 +328,7 @@ func openLowers(ctx context.Context, cfg *config.Image, lowers []config.Layer, e
 		go func() {
 			defer wg.Done()
 			for i := take(); i >= 0; i = take() {
-				layers[i], infos[i], errs[i] = openLower(ctx, cfg, i, lowers[i], engine, remote, log)
+				layers[i], infos[i], errs[i] = openLower(ctx, cfg, i, lowers[i], engine, remote, trace, log)
 				if errs[i] != nil {
 					mu.Lock()
 					failed = true
@@ -336,9 +356,11 @@ func openLowers(ctx context.Context, cfg *config.Image, lowers []config.Layer, e
 }
 
 // openLower opens lower i: the first local candidate that exists, else the
-// remote blob; then unwraps it and opens it as an LSMT layer.
+// remote blob; then unwraps it and opens it as an LSMT layer. The
+// unwrapped file is what a trace records and replays (upstream's prefetch
+// wrapper sits between the ZFile switch and the LSMT reader).
 func openLower(ctx context.Context, cfg *config.Image, i int, l config.Layer, engine core.Engine,
-	opener RemoteOpener, log *slog.Logger) (*lsmt.ReadOnly, LayerInfo, error) {
+	opener RemoteOpener, trace *tracing, log *slog.Logger) (*lsmt.ReadOnly, LayerInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, LayerInfo{}, err
 	}
@@ -417,7 +439,8 @@ func openLower(ctx context.Context, cfg *config.Image, i int, l config.Layer, en
 		return nil, info, fail("failed to open switch file "+info.Path, fmt.Errorf("lower %d: %w", i, err))
 	}
 	info.Envelope = desc
-	ro, err := lsmt.OpenReadOnly(inner)
+	info.file = inner
+	ro, err := lsmt.OpenReadOnly(trace.wrap(i, inner))
 	if err != nil {
 		inner.Close()
 		return nil, info, fail("failed to create overlaybd device", fmt.Errorf("lower %d (%s, %s): %w", i, info.Path, desc, err))

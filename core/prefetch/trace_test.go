@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/overlaybd-go/overlaybd/core"
 )
 
 // The worked example of REMOTE.md §10.2, checked against upstream's CRC.
@@ -149,3 +151,104 @@ func (m *memFile) WriteAt([]byte, int64) (int, error) { return 0, errors.New("ro
 func (m *memFile) Size() int64                        { return int64(len(m.data)) }
 func (m *memFile) Sync() error                        { return nil }
 func (m *memFile) Close() error                       { return nil }
+
+// batchFile is a memFile that takes batches.
+type batchFile struct{ memFile }
+
+func (b *batchFile) Batch(reqs []core.IORequest) error {
+	for i := range reqs {
+		reqs[i].N, reqs[i].Err = b.ReadAt(reqs[i].Buf, reqs[i].Off)
+	}
+	return nil
+}
+
+func TestRecordBatches(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "trace")
+	os.WriteFile(p, nil, 0o644)
+	rec, err := NewRecorder(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := rec.Wrap(3, &batchFile{memFile{countingReader{data: make([]byte, 1<<16)}}})
+	bf, ok := f.(core.BatchFile)
+	if !ok {
+		t.Fatal("wrapping hid the batch interface")
+	}
+	reqs := []core.IORequest{
+		{Op: core.OpRead, Buf: make([]byte, 512), Off: 1024},
+		{Op: core.OpRead, Buf: make([]byte, 4096), Off: 1<<16 - 100}, // short
+		{Op: core.OpRead, Buf: make([]byte, 1024), Off: 8192},
+	}
+	if err := bf.Batch(reqs); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := LoadTrace(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Record{{OpRead, 3, 512, 1024}, {OpRead, 3, 1024, 8192}}
+	if len(recs) != 2 || recs[0] != want[0] || recs[1] != want[1] {
+		t.Fatalf("recorded %v", recs)
+	}
+	// Close again does nothing more.
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecordAbort(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "trace")
+	os.WriteFile(p, nil, 0o644)
+	rec, err := NewRecorder(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Wrap(0, &memFile{countingReader{data: make([]byte, 4096)}}).ReadAt(make([]byte, 512), 0)
+	rec.Abort()
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(p); err != nil || st.Size() != 0 {
+		t.Fatalf("trace after Abort: %v %v", st, err)
+	}
+	for _, s := range []string{".lock", ".ok"} {
+		if _, err := os.Stat(p + s); err == nil {
+			t.Fatalf("%s left after Abort", s)
+		}
+	}
+}
+
+func TestRecordWriteFailureEmptiesTrace(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "trace")
+	os.WriteFile(p, nil, 0o644)
+	rec, err := NewRecorder(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory where the trace was: the write fails, even for root.
+	os.Remove(p)
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Close(); err == nil {
+		t.Fatal("writing the trace into a directory succeeded")
+	}
+	for _, s := range []string{".lock", ".ok"} {
+		if _, err := os.Stat(p + s); err == nil {
+			t.Fatalf("%s left after a failed write", s)
+		}
+	}
+}
+
+// TestReplayLargeRecordInPieces: a record larger than the worker's buffer
+// is read in pieces of at most 1 MiB, all of it.
+func TestReplayLargeRecordInPieces(t *testing.T) {
+	r := &countingReader{data: make([]byte, 5<<20)}
+	st := StartReplay([]Record{{OpRead, 0, 3<<20 + 5, 4096}}, []io.ReaderAt{r}, 1, nil).Wait()
+	if st.Done != 1 || r.reads.Load() != 4 {
+		t.Fatalf("replay %+v in %d reads", st, r.reads.Load())
+	}
+}
