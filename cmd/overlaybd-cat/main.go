@@ -130,18 +130,8 @@ func openLayer(eng core.Engine, path string) (*lsmt.ReadOnly, error) {
 	if err != nil {
 		return nil, err
 	}
-	inner, desc, err := envelope.Open(f)
+	ro, err := envelope.OpenLayer(f)
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if desc.Inner() != envelope.KindLSMT {
-		inner.Close()
-		return nil, fmt.Errorf("%s: not an LSMT layer (%s)", path, desc)
-	}
-	ro, err := lsmt.OpenReadOnly(inner)
-	if err != nil {
-		inner.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return ro, nil

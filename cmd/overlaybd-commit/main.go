@@ -259,24 +259,15 @@ func openWritable(dataPath, indexPath string, flag int) (*lsmt.Writable, error) 
 	return w, nil
 }
 
+// openSealed opens a sealed (or committed) layer in any envelope.
 func openSealed(path string) (*lsmt.ReadOnly, error) {
 	f, err := openFile(path, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
-	inner, desc, err := envelope.Open(f)
+	r, err := envelope.OpenLayer(f)
 	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if desc.Inner() != envelope.KindLSMT {
-		inner.Close()
-		return nil, fmt.Errorf("%s is %s, not an LSMT layer: %w", path, desc, core.ErrCorrupt)
-	}
-	r, err := lsmt.OpenReadOnly(inner)
-	if err != nil {
-		inner.Close()
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return r, nil
 }

@@ -204,19 +204,5 @@ func openLayer(path string) (*lsmt.ReadOnly, error) {
 	if err != nil {
 		return nil, err
 	}
-	inner, desc, err := envelope.Open(f)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if desc.Inner() != envelope.KindLSMT {
-		inner.Close()
-		return nil, fmt.Errorf("%s is %s, not an LSMT layer: %w", path, desc, core.ErrCorrupt)
-	}
-	r, err := lsmt.OpenReadOnly(inner)
-	if err != nil {
-		inner.Close()
-		return nil, err
-	}
-	return r, nil
+	return envelope.OpenLayer(f)
 }

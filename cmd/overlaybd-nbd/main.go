@@ -193,27 +193,6 @@ func anyRemote(img *image.Image) bool {
 	return false
 }
 
-// needsRemote reports whether a lower of cfg has no local copy and a
-// digest, so that it is read from the registry.
-func needsRemote(cfg *config.Image) bool {
-	for _, l := range cfg.Lowers {
-		if l.Digest == "" {
-			continue
-		}
-		local := false
-		for _, p := range l.LocalCandidates() {
-			if _, err := os.Stat(p); err == nil {
-				local = true
-				break
-			}
-		}
-		if !local {
-			return true
-		}
-	}
-	return false
-}
-
 // sameFile reports whether two paths name one file (or, when neither
 // exists yet, one cleaned absolute path).
 func sameFile(a, b string) bool {
@@ -359,7 +338,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		return code
 	}
 	for _, cfg := range cfgs {
-		if !needsRemote(cfg) || client != nil {
+		if !cfg.NeedsRemote() || client != nil {
 			continue
 		}
 		if client, err = remote.NewClientFromConfig(ctx, global, log); err != nil {
@@ -390,7 +369,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	var nexports []nbd.Export
 	for i, e := range exports {
 		opts := image.Options{Global: global, ReadOnly: *readOnly, Logger: log}
-		if client != nil && needsRemote(cfgs[i]) {
+		if client != nil && cfgs[i].NeedsRemote() {
 			lo := remote.NewLayerOpenerForImage(client, cache, global, cfgs[i], log)
 			openers = append(openers, lo)
 			opts.Remote = lo

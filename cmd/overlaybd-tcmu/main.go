@@ -286,7 +286,7 @@ func (d *daemon) open(ctx context.Context, dev tcmu.DeviceInfo) (tcmu.Image, err
 	}
 	opts := image.Options{Global: global, Logger: d.log}
 	var opener *remote.LayerOpener
-	if needsRemote(cfg) {
+	if cfg.NeedsRemote() {
 		client, cache, err := d.remoteParts(ctx, global)
 		if err != nil {
 			d.release(devID)
@@ -317,27 +317,6 @@ func (d *daemon) open(ctx context.Context, dev tcmu.DeviceInfo) (tcmu.Image, err
 		d.release(devID)
 	}}
 	return tcmu.Image{File: d.metrics.WrapFile(name, f), ReadOnly: !img.Writable()}, nil
-}
-
-// needsRemote reports whether a lower of cfg has no local copy and a
-// digest, so that it is read from the registry.
-func needsRemote(cfg *config.Image) bool {
-	for _, l := range cfg.Lowers {
-		if l.Digest == "" {
-			continue
-		}
-		local := false
-		for _, p := range l.LocalCandidates() {
-			if _, err := os.Stat(p); err == nil {
-				local = true
-				break
-			}
-		}
-		if !local {
-			return true
-		}
-	}
-	return false
 }
 
 func (d *daemon) release(devID string) {

@@ -99,6 +99,31 @@ type Upper struct {
 // and upper.data are set.
 func (img *Image) Writable() bool { return img.Upper.Index != "" && img.Upper.Data != "" }
 
+// NeedsRemote reports whether the device reads a lower from the registry:
+// some lower has a Digest and none of its LocalCandidates can be stat'ed
+// (upstream's choice between a local file and repoBlobUrl/digest). A daemon
+// uses it to start its registry client only when a device needs one. A
+// lower with neither a local copy nor a digest does not count: opening the
+// image fails on it.
+func (img *Image) NeedsRemote() bool {
+	for _, l := range img.Lowers {
+		if l.Digest != "" && !l.hasLocalCopy() {
+			return true
+		}
+	}
+	return false
+}
+
+// hasLocalCopy reports whether one of the layer's local candidates exists.
+func (l Layer) hasLocalCopy() bool {
+	for _, p := range l.LocalCandidates() {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // LoadImage reads config.v1.json and, when it has no "download" object,
 // copies the one of g (see [Image.InheritDownload]); g may be nil. Upstream
 // re-reads overlaybd.json for this at every device open: a daemon that does

@@ -24,17 +24,10 @@ const (
 	rawApply  = "61acd17bc0724f1a18d2c537f5fa19d04f9b27aab43d11478f78e9f55d100bb0"
 )
 
-// openLayer unwraps a layer blob held in memory and opens it as LSMT.
+// openLayer opens a layer blob held in memory with OpenLayer.
 func openLayer(t *testing.T, blob []byte) *lsmt.ReadOnly {
 	t.Helper()
-	inner, d, err := envelope.Open(zfiletest.NewMemFile(blob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d.Inner() != envelope.KindLSMT {
-		t.Fatalf("%s: not an LSMT layer", d)
-	}
-	l, err := lsmt.OpenReadOnly(inner)
+	l, err := envelope.OpenLayer(zfiletest.NewMemFile(blob))
 	if err != nil {
 		t.Fatal(err)
 	}
