@@ -1,8 +1,10 @@
 // Package clitest holds what the tests of the command-line tools share:
 // running a tool's test binary as the tool itself, so that a test sees the
 // real process (exit status, standard output, standard error); comparing an
-// output file with a vector; reading a layer through its envelopes; building a codec plugin; and writing a service
-// configuration that lists codec plugins.
+// output file with a vector; reading a layer through its envelopes; building
+// a codec plugin; writing a service configuration that lists codec plugins;
+// and checking CLI11's help and missing-value error in the tools that keep
+// upstream's contract.
 //
 // A tool's tests re-execute their binary through Main and Run:
 //

@@ -1,42 +1,16 @@
 package mkfs
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/mkfs/mkfstest"
 )
-
-// needTool finds an e2fsprogs program; a missing one skips the test unless
-// OVERLAYBD_REQUIRE_TOOLS=1 makes it a failure.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := findTool("")
-	if name != "mkfs.ext4" {
-		p, err = exec.LookPath(name)
-		if err != nil {
-			for _, d := range []string{"/sbin/", "/usr/sbin/"} {
-				if _, e := os.Stat(d + name); e == nil {
-					p, err = d+name, nil
-				}
-			}
-		}
-	}
-	if err != nil {
-		if os.Getenv("OVERLAYBD_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s is required: %v", name, err)
-		}
-		t.Skipf("%s not installed (apt-get install e2fsprogs)", name)
-	}
-	return p
-}
 
 func newLayer(t *testing.T, vsize int64) *lsmt.Writable {
 	t.Helper()
@@ -56,39 +30,11 @@ func newLayer(t *testing.T, vsize int64) *lsmt.Writable {
 	return w
 }
 
-// dump copies the device into a sparse raw file for the e2fsprogs tools.
-func dump(t *testing.T, r io.ReaderAt, size int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "dev.raw")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < size; off += int64(len(buf)) {
-		if _, err := r.ReadAt(buf, off); err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		if !allZero(buf) {
-			if _, err := f.WriteAt(buf, off); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return p
-}
-
 // TestExt4OnLayer makes a file system on a new LSMT layer and checks it
 // with e2fsck and debugfs: upstream's parameters, a clean file system, and
 // a layer holding metadata only.
 func TestExt4OnLayer(t *testing.T) {
-	needTool(t, "mkfs.ext4")
-	e2fsck := needTool(t, "e2fsck")
-	debugfs := needTool(t, "debugfs")
+	mkfstest.Tool(t, "mkfs.ext4")
 	const size = 1 << 30
 	w := newLayer(t, size)
 	if err := Ext4(context.Background(), w, size, Options{TempDir: t.TempDir()}); err != nil {
@@ -101,37 +47,12 @@ func TestExt4OnLayer(t *testing.T) {
 	if mapped == 0 || mapped > 16<<20 {
 		t.Errorf("layer maps %d bytes after mkfs of %d bytes: want a few MB of metadata", mapped, size)
 	}
-	raw := dump(t, w, size)
-	if out, err := exec.Command(e2fsck, "-fn", raw).CombinedOutput(); err != nil {
-		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
-	}
-	out, err := exec.Command(debugfs, "-R", "stats", raw).CombinedOutput()
-	if err != nil {
-		t.Fatalf("debugfs stats: %v\n%s", err, out)
-	}
-	stats := string(out)
-	for _, want := range []string{"Block size:               4096", "Inode size:	          256",
-		"64bit", "sparse_super2", "flex_bg", "extent", "dir_index", "huge_file", "extra_isize"} {
-		if !strings.Contains(stats, want) {
-			t.Errorf("debugfs stats lacks %q", want)
-		}
-	}
-	if strings.Contains(stats, "has_journal") {
-		t.Error("the file system has a journal; upstream's has none")
-	}
-	// One inode per 16 KiB.
-	if !strings.Contains(stats, "Inode count:              65536") {
-		t.Errorf("inode count is not size/16384:\n%s", stats)
-	}
-	ls, err := exec.Command(debugfs, "-R", "ls -l /", raw).CombinedOutput()
-	if err != nil || !bytes.Contains(ls, []byte("lost+found")) {
-		t.Errorf("no lost+found in the root directory: %v\n%s", err, ls)
-	}
+	mkfstest.CheckExt4(t, mkfstest.DeviceImage(t, w, size), size)
 }
 
 // TestExt4Large checks that a 64 GiB device costs megabytes, not gigabytes.
 func TestExt4Large(t *testing.T) {
-	needTool(t, "mkfs.ext4")
+	mkfstest.Tool(t, "mkfs.ext4")
 	const size = 64 << 30
 	w := newLayer(t, size)
 	if err := Ext4(context.Background(), w, size, Options{TempDir: t.TempDir()}); err != nil {
