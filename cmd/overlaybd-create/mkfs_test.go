@@ -94,6 +94,28 @@ func TestCreateMkfsFailure(t *testing.T) {
 			t.Errorf("%v: %d files left behind", flags, len(entries))
 		}
 	}
+	// mkfs.ext4 itself fails (the first on PATH): its message is passed on,
+	// and neither the layer nor the scratch file is left.
+	bin := t.TempDir()
+	clitest.WriteFile(t, filepath.Join(bin, "mkfs.ext4"), []byte("#!/bin/sh\necho 'mkfs.ext4: Could not allocate block in ext2 filesystem' >&2\nexit 1\n"))
+	if err := os.Chmod(filepath.Join(bin, "mkfs.ext4"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, flags := range [][]string{nil, {"-s"}, {"--raw"}} {
+		dir := t.TempDir()
+		cmd := clitest.Command(dir, append(append([]string{"--mkfs"}, flags...), "d", "i", "1")...)
+		cmd.Env = append(cmd.Env, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		var out, errOut strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 255 || out.Len() != 0 ||
+			!strings.HasPrefix(errOut.String(), "mkfs failed, ") || !strings.Contains(errOut.String(), "Could not allocate block") {
+			t.Errorf("%v with a failing mkfs.ext4: %v, stdout %q, stderr %q", flags, err, out.String(), errOut.String())
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("%v: %d files left behind after mkfs.ext4 failed", flags, len(entries))
+		}
+	}
 	// --mkfs does not make --turboOCI work.
 	dir := t.TempDir()
 	if code, _, errOut := clitest.Run(t, dir, "--mkfs", "--turboOCI", "d", "i", "1"); code != 255 || !strings.Contains(errOut, "not supported") {
