@@ -167,7 +167,7 @@ func TestCommitErrors(t *testing.T) {
 		{[]string{"missing", "i", "o"}, 105, "File does not exist"},
 		{[]string{data, index}, 106, "commit_file is required"},
 		{[]string{data, index, "o", "x"}, 109, "not expected"},
-		{[]string{"--bogus", data, index, "o"}, 109, "unknown flag"},
+		{[]string{"--bogus", data, index, "o"}, 109, "The following argument was not expected: --bogus"},
 		{[]string{"--bs", "x", data, index, "o"}, 104, "invalid argument"},
 		{[]string{"-z", "--algorithm", "gzip", data, index, "o"}, 255, "invalid '--algorithm' parameters."},
 		{[]string{"-z", "--bs", "3", data, index, "o"}, 255, "invalid '--bs' parameters."},

@@ -80,7 +80,7 @@ func TestCreateErrors(t *testing.T) {
 		{[]string{"d"}, 106, "index_file is required"},
 		{[]string{"d", "i"}, 106, "vsize is required"},
 		{[]string{"d", "i", "1", "x"}, 109, "not expected"},
-		{[]string{"--nope", "d", "i", "1"}, 109, "unknown flag"},
+		{[]string{"--nope", "d", "i", "1"}, 109, "The following argument was not expected: --nope"},
 		{[]string{"d", "i", "big"}, 104, "not a size"},
 		{[]string{"--turboOCI", "d", "i", "1"}, 255, "not supported yet"},
 		{[]string{"--fastoci", "d", "i", "1"}, 255, "not supported yet"},

@@ -41,8 +41,8 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"src", "--service_config_path"}, cli.ExitArgumentMismatch, "--service_config_path: 1 required TEXT missing"},
 		{[]string{"--bs", "src", "dst"}, cli.ExitConversion, `invalid argument "src" for "--bs" flag`},
 		{nil, cli.ExitRequired, "source_file is required"},
-		{[]string{"a", "b", "c"}, cli.ExitExtras, "The following arguments were not expected: c"},
-		{[]string{"--no-such-flag", "a"}, cli.ExitExtras, "unknown flag: --no-such-flag"},
+		{[]string{"a", "b", "c"}, cli.ExitExtras, "The following argument was not expected: c"},
+		{[]string{"--no-such-flag", "a"}, cli.ExitExtras, "The following argument was not expected: --no-such-flag"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(context.Background(), c.args, nil, &out, &errb)

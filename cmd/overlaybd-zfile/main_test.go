@@ -147,7 +147,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--help"}, 0, ""},
 		{nil, cli.ExitRequired, "source_file is required"},
 		{[]string{"a", "b", "c"}, cli.ExitExtras, "not expected"},
-		{[]string{"--no-such-flag", "a"}, cli.ExitExtras, "unknown flag"},
+		{[]string{"--no-such-flag", "a"}, cli.ExitExtras, "was not expected: --no-such-flag"},
 		{[]string{"--bs", "abc", "a", "b"}, cli.ExitConversion, "invalid argument"},
 		{[]string{"--bs", "3", src, filepath.Join(dir, "o1")}, cli.ExitFailure, "invalid '--bs' parameters."},
 		{[]string{"--bs", "128", src, filepath.Join(dir, "o2")}, cli.ExitFailure, "invalid '--bs' parameters."},

@@ -80,7 +80,8 @@ func NewFlagSet(name string, w io.Writer, usage string) *pflag.FlagSet {
 // (CLI11) does: the message and Hint on w, and the exit code of its class:
 // ExitConversion for a value that does not convert, ExitArgumentMismatch for
 // a flag without its value (in CLI11's words, "--bs: 1 required INT
-// missing"), ExitExtras for an unknown flag. After --help or -h, which have
+// missing"), ExitExtras for an unknown flag ("The following argument was not
+// expected: --nope"). After --help or -h, which have
 // printed the usage, it writes nothing and returns ExitOK.
 func ParseError(w io.Writer, err error) int {
 	if errors.Is(err, pflag.ErrHelp) {
@@ -89,8 +90,16 @@ func ParseError(w io.Writer, err error) int {
 	var (
 		missing *pflag.ValueRequiredError
 		invalid *pflag.InvalidValueError
+		unknown *pflag.NotExistError
 	)
 	switch {
+	case errors.As(err, &unknown):
+		flag := "--" + unknown.GetSpecifiedName()
+		if g := unknown.GetSpecifiedShortnames(); g != "" {
+			flag = "-" + g
+		}
+		fmt.Fprintf(w, "%s\n%s\n", notExpected([]string{flag}), Hint)
+		return ExitExtras
 	case errors.As(err, &missing):
 		fmt.Fprintf(w, "%s: 1 required %s missing\n%s\n", specified(missing), typeName(missing.GetFlag()), Hint)
 		return ExitArgumentMismatch
@@ -160,17 +169,25 @@ func (r Reporter) Errorf(code int, format string, a ...any) int {
 // Args checks the positional arguments args against a tool's positionals,
 // named in order by names, of which the first required must be given. When
 // one is missing it reports "<name> is required" and returns ExitRequired;
-// when there are more than names it reports "The following arguments were
-// not expected: ..." and returns ExitExtras; otherwise it returns ExitOK and
-// true.
+// when there are more than names it reports "The following argument was
+// not expected: ..." (or "arguments were", for several) and returns
+// ExitExtras; otherwise it returns ExitOK and true.
 func (r Reporter) Args(args []string, required int, names ...string) (int, bool) {
 	switch {
 	case len(args) < required:
 		return r.Errorf(ExitRequired, "%s is required", names[len(args)]), false
 	case len(args) > len(names):
-		return r.Errorf(ExitExtras, "The following arguments were not expected: %s", strings.Join(args[len(names):], " ")), false
+		return r.Errorf(ExitExtras, "%s", notExpected(args[len(names):])), false
 	}
 	return ExitOK, true
+}
+
+// notExpected is CLI11's message for arguments it could not place.
+func notExpected(args []string) string {
+	if len(args) == 1 {
+		return "The following argument was not expected: " + args[0]
+	}
+	return "The following arguments were not expected: " + strings.Join(args, " ")
 }
 
 // Logger returns a text logger writing to w at level Info, or Debug when

@@ -67,8 +67,9 @@ func TestParseErrorCodes(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"--nope"}, cli.ExitExtras, "unknown flag: --nope"},
-		{[]string{"-Z"}, cli.ExitExtras, "unknown shorthand flag: 'Z' in -Z"},
+		{[]string{"--nope"}, cli.ExitExtras, "The following argument was not expected: --nope"},
+		{[]string{"-Z"}, cli.ExitExtras, "The following argument was not expected: -Z"},
+		{[]string{"-Zn"}, cli.ExitExtras, "The following argument was not expected: -Zn"},
 		{[]string{"--number", "x"}, cli.ExitConversion, `invalid argument "x" for "-n, --number" flag`},
 		{[]string{"--number"}, cli.ExitArgumentMismatch, "--number: 1 required INT missing"},
 		{[]string{"a", "-n"}, cli.ExitArgumentMismatch, "-n: 1 required INT missing"},
@@ -113,7 +114,7 @@ func TestArgs(t *testing.T) {
 		{nil, 1, cli.ExitRequired, "data_file is required"},
 		{[]string{"d"}, 3, cli.ExitRequired, "index_file is required"},
 		{[]string{"d", "i"}, 3, cli.ExitRequired, "commit_file is required"},
-		{[]string{"d", "i", "c", "x"}, 1, cli.ExitExtras, "The following arguments were not expected: x"},
+		{[]string{"d", "i", "c", "x"}, 1, cli.ExitExtras, "The following argument was not expected: x"},
 		{[]string{"d", "i", "c", "x", "y z"}, 3, cli.ExitExtras, "The following arguments were not expected: x y z"},
 		{[]string{"d"}, 1, cli.ExitOK, ""},
 		{[]string{"d", "i", "c"}, 3, cli.ExitOK, ""},
