@@ -66,6 +66,11 @@ type Options struct {
 	ReadOnly bool
 	// Logger receives log lines (nil: slog.Default()).
 	Logger *slog.Logger
+	// NoTrace skips trace record and replay (recordTracePath, the
+	// acceleration layer's trace), for tools that read an image once
+	// rather than serve it as a device. An acceleration layer is still
+	// left out of the stack.
+	NoTrace bool
 }
 
 // ErrNoRemote is wrapped by the error of a layer that must be fetched
@@ -218,7 +223,10 @@ func open(ctx context.Context, cfg *config.Image, opts Options, log *slog.Logger
 		accel = &lowers[len(lowers)-1]
 		lowers = lowers[:len(lowers)-1]
 	}
-	trace := setupTrace(cfg, accel, log)
+	trace := &tracing{}
+	if !opts.NoTrace {
+		trace = setupTrace(cfg, accel, log)
+	}
 	img, err := openStack(ctx, cfg, lowers, opts, trace, log)
 	if err != nil {
 		trace.abort()

@@ -610,3 +610,29 @@ func TestTraceMissingPathIgnored(t *testing.T) {
 		t.Fatalf("missing trace path not ignored: log %q", lb.String())
 	}
 }
+
+// TestTraceNoTrace: Options.NoTrace neither records nor replays.
+func TestTraceNoTrace(t *testing.T) {
+	dir := t.TempDir()
+	rec, rep := filepath.Join(dir, "rec"), filepath.Join(dir, "rep")
+	emptyFile(t, rec)
+	if err := os.WriteFile(rep, prefetch.Encode([]prefetch.Record{{Op: prefetch.OpRead, Count: 4096}}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{rec, rep} {
+		img, err := Open(context.Background(), &config.Image{Lowers: localStack(t), RecordTracePath: p}, Options{ReadOnly: true, NoTrace: true, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		workload(t, img)
+		if img.TraceRecorder() != nil || img.Prefetch() != nil || exists(p+".lock") {
+			t.Fatalf("%s: trace used despite NoTrace", p)
+		}
+		if err := img.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := os.Stat(rec); st.Size() != 0 || exists(rec+".ok") {
+		t.Fatal("trace written despite NoTrace")
+	}
+}

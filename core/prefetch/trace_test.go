@@ -252,3 +252,32 @@ func TestReplayLargeRecordInPieces(t *testing.T) {
 		t.Fatalf("replay %+v in %d reads", st, r.reads.Load())
 	}
 }
+
+// BenchmarkReadAt compares a 4 KiB read of an in-memory layer with and
+// without the recording wrapper.
+func BenchmarkReadAt(b *testing.B) {
+	layer := &memFile{countingReader{data: make([]byte, 64<<20)}}
+	run := func(b *testing.B, f core.File) {
+		buf := make([]byte, 4096)
+		b.SetBytes(int64(len(buf)))
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			off := int64(0)
+			for pb.Next() {
+				f.ReadAt(buf, off)
+				off = (off + 1<<20 + 4096) % (64<<20 - 4096)
+			}
+		})
+	}
+	b.Run("plain", func(b *testing.B) { run(b, layer) })
+	b.Run("recording", func(b *testing.B) {
+		p := filepath.Join(b.TempDir(), "trace")
+		os.WriteFile(p, nil, 0o644)
+		rec, err := NewRecorder(p, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rec.Abort()
+		run(b, rec.Wrap(0, layer))
+	})
+}
