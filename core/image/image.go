@@ -8,7 +8,9 @@
 // sparse); local lower files are read through the IO engine the global
 // configuration names. The outcome is written to the config's resultFile
 // exactly as upstream writes it ("success", or "failed:" and upstream's
-// reason).
+// reason). An image with a trace (recordTracePath, or the acceleration
+// layer's) records the reads of its lowers or replays them in the
+// background to warm the caches (trace.go, docs/prefetch.md).
 package image
 
 import (
