@@ -12,7 +12,26 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/overlaybd-go/overlaybd/core/lsmt"
 )
+
+// MetadataOnly fails the test unless the layer, after mkfs, stores some data
+// and at most limit bytes of it (its mappings that are not zeroed): the file
+// system's metadata, never its whole device. It returns the bytes stored.
+func MetadataOnly(t testing.TB, layer interface{ Mappings() []lsmt.Mapping }, limit int64) int64 {
+	t.Helper()
+	var stored int64
+	for _, m := range layer.Mappings() {
+		if !m.Zeroed {
+			stored += int64(m.Length) * lsmt.SectorSize
+		}
+	}
+	if stored == 0 || stored > limit {
+		t.Errorf("the layer stores %d bytes after mkfs: want some metadata, at most %d bytes", stored, limit)
+	}
+	return stored
+}
 
 // Tool returns the path of the e2fsprogs program name (mkfs.ext4, e2fsck,
 // debugfs), from PATH, /sbin or /usr/sbin. A missing one skips the test,
