@@ -234,7 +234,7 @@ func openConfig(ctx context.Context, path string, g *config.Global, log *slog.Lo
 	var img *image.Image
 	var lowers []*lsmt.ReadOnly
 	if len(cfg.Lowers) > 0 {
-		img, err = image.Open(ctx, &lowersOnly, image.Options{Global: g, ReadOnly: true, Logger: log})
+		img, err = image.Open(ctx, &lowersOnly, image.Options{Global: g, ReadOnly: true, Logger: log, NoTrace: true})
 		if err != nil {
 			return nil, nil, nil, err
 		}

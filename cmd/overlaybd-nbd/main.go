@@ -361,7 +361,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		rc := client
 		if err := m.AddRegistry(global.RegistryFsVersion, func() metrics.RegistryCounts {
 			s := rc.Stats()
-			return metrics.RegistryCounts{Requests: s.Requests, Retries: s.Retries, Bytes: s.Bytes}
+			return metrics.RegistryCounts{Requests: s.Requests, Retries: s.Retries, Errors: s.Errors, Bytes: s.Bytes, ErrorsByClass: s.ErrorCounts()}
 		}); err != nil {
 			log.Warn("registry metrics", "err", err)
 		}

@@ -224,7 +224,7 @@ func (d *daemon) remoteParts(ctx context.Context, global *config.Global) (*remot
 	}
 	if err := d.metrics.AddRegistry(global.RegistryFsVersion, func() metrics.RegistryCounts {
 		s := client.Stats()
-		return metrics.RegistryCounts{Requests: s.Requests, Retries: s.Retries, Bytes: s.Bytes}
+		return metrics.RegistryCounts{Requests: s.Requests, Retries: s.Retries, Errors: s.Errors, Bytes: s.Bytes, ErrorsByClass: s.ErrorCounts()}
 	}); err != nil {
 		d.log.Warn("registry metrics", "err", err)
 	}
