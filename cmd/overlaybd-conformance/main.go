@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -49,6 +50,12 @@ func run(args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The run's registry keeps every distinct lower in memory (about
+		// 2 GiB for the full matrix); a soft limit keeps the garbage
+		// collector from letting the heap double on top of that.
+		debug.SetMemoryLimit(3 << 30)
+	}
 	if *checkInstall {
 		return checkDeployment(*cfgPath, log)
 	}
