@@ -238,3 +238,49 @@ func TestRawZstExpectations(t *testing.T) {
 		sameImage(t, c.layer+" vs "+c.zst, readAll(t, openRO(t, c.layer)), raw, "")
 	}
 }
+
+// TestSparseLongDiscardPieces: a discard longer than one record's length,
+// starting off a block boundary, is split into pieces that end on block
+// boundaries, so that no block inside the range stays allocated and turns
+// into data after a reopen (BlockStatus reports the whole range as zeros).
+func TestSparseLongDiscardPieces(t *testing.T) {
+	dir := t.TempDir()
+	fsBlock4K(t, dir)
+	dp, ip := filepath.Join(dir, "u.data"), filepath.Join(dir, "u.index")
+	w, err := lsmt.Create(openFile(t, dp, os.O_RDWR|os.O_CREATE|os.O_EXCL), openFile(t, ip, os.O_RDWR|os.O_CREATE|os.O_EXCL),
+		lsmt.CreateOptions{VirtualSize: vsize64M, Sparse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const off, n = 764416, 8721920 // 16383 sectors from off end inside a block
+	if _, err := w.WriteAt(bytes.Repeat([]byte{0xAB}, n+4096), off-2560); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Discard(off, n); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	w, err = lsmt.OpenWritable(openFile(t, dp, os.O_RDWR), openFile(t, ip, os.O_RDWR))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	first := int64(off+4095) / 4096 * 4096 // the whole blocks of the range
+	last := int64(off+n) / 4096 * 4096
+	ext, err := w.BlockStatus(first, last-first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ext {
+		if e.Flags&core.ExtentZero == 0 {
+			t.Errorf("after a reopen [%d, %d) inside the discarded range is data", e.Offset, e.Offset+e.Length)
+		}
+	}
+	got := make([]byte, n)
+	if _, err := w.ReadAt(got, off); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, make([]byte, n)) {
+		t.Error("the discarded range does not read as zeros")
+	}
+}

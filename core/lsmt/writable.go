@@ -547,6 +547,15 @@ func (w *Writable) Discard(off, length int64) error {
 	const maxBytes = MaxLength * SectorSize
 	for length > 0 {
 		n := min(length, maxBytes)
+		if w.sparse && n < length {
+			// Pieces of a sparse layer end on the file system's allocation
+			// unit: a piece ending inside a block would leave that block
+			// allocated (zeroed, not punched), and after a reopen it would
+			// count as data again.
+			if e := (off + n) / w.blockSize * w.blockSize; e > off {
+				n = e - off
+			}
+		}
 		if err := w.discardPiece(off, n); err != nil {
 			return err
 		}
