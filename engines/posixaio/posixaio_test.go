@@ -13,8 +13,14 @@ func newEngine(_ testing.TB, cfg core.EngineConfig) core.Engine {
 	return posixaio.New(cfg)
 }
 
+// TestConformance runs the engine suite without its depth check: the pool's
+// requests overlap in the kernel only when the Go scheduler runs two of its
+// workers' system calls at once, which a loaded two-core machine may not do
+// for a whole test (fast O_DIRECT reads finish before the runtime hands the
+// blocked worker's processor to another). The kernel-queue engines (libaio,
+// io_uring) keep the check.
 func TestConformance(t *testing.T) {
-	enginetest.Run(t, enginetest.Config{New: newEngine, MinDepth: 2})
+	enginetest.Run(t, enginetest.Config{New: newEngine})
 }
 
 func TestDirectFallback(t *testing.T) { enginetest.DirectFallback(t, newEngine) }
