@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -15,27 +14,8 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/core/remote"
 	"github.com/overlaybd-go/overlaybd/internal/registrytest"
+	"github.com/overlaybd-go/overlaybd/internal/smallfs"
 )
-
-// smallFS mounts a tmpfs of size bytes for the test (root only: skipped
-// otherwise, failed with OVERLAYBD_REQUIRE_TOOLS=1).
-func smallFS(t *testing.T, size int64) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)); err != nil {
-		msg := "the full-disk test needs root to mount a small tmpfs: " + err.Error()
-		if os.Getenv("OVERLAYBD_REQUIRE_TOOLS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // countingBlob counts the reads of a blob.
 type countingBlob struct {
@@ -54,7 +34,7 @@ func (b *countingBlob) ReadAtContext(ctx context.Context, p []byte, off int64) (
 // lazy reader takes every data block for cached data), and once space is
 // freed resumes from the blocks it had and commits the right layer.
 func TestDownloadDiskFull(t *testing.T) {
-	fs := smallFS(t, 4<<20)
+	fs := smallfs.Mount(t, 4<<20)
 	reg := registrytest.New(t, registrytest.Options{})
 	data := layer(3<<20, 24)
 	dgst := reg.PushBlob(t, "full/app", data)

@@ -3,86 +3,22 @@ package cachetest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/overlaybd-go/overlaybd/core"
+	"github.com/overlaybd-go/overlaybd/internal/smallfs"
 )
 
-// SmallFS mounts a tmpfs of size bytes on a new temporary directory and
-// unmounts it when the test ends. Mounting needs root: without it the test
-// is skipped, or fails when OVERLAYBD_REQUIRE_TOOLS=1.
-func SmallFS(t testing.TB, size int64) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+itoa(size)+",mode=0755"); err != nil {
-		msg := "a small filesystem for the full-disk test needs root to mount tmpfs: " + err.Error()
-		if os.Getenv("OVERLAYBD_REQUIRE_TOOLS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
+// SmallFS mounts a tmpfs of size bytes for the test (smallfs.Mount).
+func SmallFS(t testing.TB, size int64) string { t.Helper(); return smallfs.Mount(t, size) }
 
-func itoa(n int64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
-}
+// FillDisk fills the file system of dir with the file name (smallfs.Fill).
+func FillDisk(t testing.TB, dir, name string) int64 { t.Helper(); return smallfs.Fill(t, dir, name) }
 
-// FillDisk plays the other writer on the filesystem of dir: it writes the
-// file name until the filesystem is full and returns the bytes written.
-func FillDisk(t testing.TB, dir, name string) int64 {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := bytes.Repeat([]byte{0xee}, 64<<10)
-	var total int64
-	for {
-		n, err := f.Write(buf)
-		total += int64(n)
-		if err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			break
-		}
-	}
-	// Small writes take the last partial pages.
-	for _, err := f.Write(buf[:4096]); err == nil; _, err = f.Write(buf[:4096]) {
-		total += 4096
-	}
-	return total
-}
-
-// FreeBytes returns the free bytes of dir's filesystem.
-func FreeBytes(t testing.TB, dir string) int64 {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize)
-}
+// FreeBytes returns the free bytes of dir's file system.
+func FreeBytes(t testing.TB, dir string) int64 { t.Helper(); return smallfs.FreeBytes(t, dir) }
 
 // DiskFullCase describes a cache under the full-disk check.
 type DiskFullCase struct {
