@@ -30,7 +30,9 @@ func TestErrorCounters(t *testing.T) {
 	dgst := reg.PushBlob(t, "e/app", data)
 	px := registrytest.NewFaultProxy(t, reg.URL)
 	u := remote.BlobURL(px.URL+"/v2/e/app/blobs", dgst)
-	c, _ := newClient(t, remote.Options{ReadAhead: -1, AttemptTimeout: 200 * time.Millisecond, Retries: 2})
+	// The attempt timeout leaves room for a loaded machine (-race, other
+	// packages' tests): only the "slow" fault may end in a timeout.
+	c, _ := newClient(t, remote.Options{ReadAhead: -1, AttemptTimeout: time.Second, Retries: 2})
 	b, err := c.Open(context.Background(), u)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +84,7 @@ func TestErrorCounters(t *testing.T) {
 		{"truncate", registrytest.Fault{Kind: registrytest.Truncate}, remote.ErrorBody, remote.ErrBadResponse},
 		{"reset", registrytest.Fault{Kind: registrytest.Reset}, remote.ErrorBody, remote.ErrBadResponse},
 		{"wrong-range", registrytest.Fault{Kind: registrytest.WrongRange}, remote.ErrorBody, remote.ErrBadResponse},
-		{"slow", registrytest.Fault{Kind: registrytest.Slow, Delay: time.Second}, remote.ErrorTimeout, remote.ErrTimeout},
+		{"slow", registrytest.Fault{Kind: registrytest.Slow, Delay: 4 * time.Second}, remote.ErrorTimeout, remote.ErrTimeout},
 	}
 	for i, tc := range cases {
 		px.SetDecide(func(_ int64, r *http.Request) registrytest.Fault {
