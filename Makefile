@@ -81,7 +81,7 @@ conformance-full:
 	mkdir -p $(BIN)/plugins
 	$(GO) build -o $(BIN)/plugins/lz4-cgo ./plugins/examples/lz4-cgo
 	$(GO) build -o $(BIN)/plugins/zstd-cgo ./plugins/examples/zstd-cgo
-	$(GO) run -tags cgo_codecs,isal ./cmd/overlaybd-conformance --plugin-lz4 $(BIN)/plugins/lz4-cgo --plugin-zstd $(BIN)/plugins/zstd-cgo --report conformance-report.json
+	$(GO) run -tags cgo_codecs,isal ./cmd/overlaybd-conformance --plugin-lz4 $(BIN)/plugins/lz4-cgo --plugin-zstd $(BIN)/plugins/zstd-cgo --ops 300 --report conformance-report.json
 
 # Long property runs of the LSMT layers and the conformance suite.
 test-long:
