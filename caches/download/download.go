@@ -228,11 +228,18 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	a0, a1 := off/align*align, min((off+n+align-1)/align*align, size)
 	missed := false
 	for attempt := 0; ; attempt++ {
+		// A fill in flight has allocated its span before writing it all:
+		// SEEK_DATA would take its unwritten pages (zeros) for data. Only
+		// spans no fill is writing are trusted.
+		f.settle(a0, a1)
 		first, last, err := f.missing(a0, a1)
 		if err != nil {
 			return 0, err
 		}
 		if first < 0 {
+			if f.settle(a0, a1) {
+				continue // a fill ran meanwhile: look again
+			}
 			break
 		}
 		if !missed {
@@ -400,6 +407,22 @@ func (f *File) fill(ctx context.Context, first, last, size int64) (unstored []by
 // isNoSpace reports a full disk or quota.
 func isNoSpace(err error) bool {
 	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
+}
+
+// settle waits for the fills in flight over the refill blocks of [a0, a1)
+// and reports whether there were any.
+func (f *File) settle(a0, a1 int64) (waited bool) {
+	r := f.c.refill
+	for b := a0 / r; b < (a1+r-1)/r; b++ {
+		f.fillMu.Lock()
+		ch, busy := f.fills[b]
+		f.fillMu.Unlock()
+		if busy {
+			<-ch
+			waited = true
+		}
+	}
+	return waited
 }
 
 func (f *File) lock(b0, b1 int64) (unlock func(), waited bool) {

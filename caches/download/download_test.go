@@ -3,8 +3,10 @@ package download_test
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/overlaybd-go/overlaybd/caches/download"
@@ -106,5 +108,47 @@ func TestZeroPages(t *testing.T) {
 	}
 	if src.Bytes.Load() == fetched {
 		t.Fatal("an invalidated range was not fetched again")
+	}
+}
+
+// TestConcurrentColdReads: many readers of a cold download file, with
+// overlapping ranges, while their fills write large spans: no reader takes
+// a span another fill has allocated but not yet written for data.
+func TestConcurrentColdReads(t *testing.T) {
+	data := cachetest.Data(8<<20, 77)
+	for round := range 8 {
+		c, err := download.New(download.Options{RefillSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := cachetest.NewSource(data).WithDir(t.TempDir())
+		f, err := c.Open(context.Background(), src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := range 16 {
+			wg.Go(func() {
+				r := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+				p := make([]byte, 64<<10)
+				for range 32 {
+					off := r.Int64N(int64(len(data) - len(p)))
+					if _, err := f.ReadAt(p, off); err != nil {
+						t.Errorf("read at %d: %v", off, err)
+						return
+					}
+					if !bytes.Equal(p, data[off:off+int64(len(p))]) {
+						t.Errorf("round %d: read at %d returned wrong data", round, off)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		f.Close()
+		c.Close()
+		if t.Failed() {
+			return
+		}
 	}
 }
