@@ -145,14 +145,16 @@ func cellsOf(engines []string) []Cell {
 // Impossible for combinations that cannot work together, NotRun for ones
 // this runner does not drive yet or that need what the run was not given.
 func (o Options) Declared(c Cell) (Status, string) {
-	switch {
-	case c.Codec == "none" && !c.CRC:
+	if c.Codec == "none" && !c.CRC {
 		return Impossible, "block CRCs are a ZFile feature; an uncompressed layer has none to turn off (the crc column is the only one of the pair)"
-	case c.Frontend == "tcmu":
-		return Impossible, "TCMU needs the target_core_user kernel module, configfs and root, which a test process cannot have: it runs in the VM tier (make test-vm: frontends/tcmu and overlaybd-tcmu against a real kernel)"
-	case c.Cache != "local" && c.Upper == "none" && c.Engine != "psync":
-		return Impossible, "a remote read-only stack has no local file for the IO engine to serve: the caches open their own files with the os package (core.CacheConfig has no IO engine), so these run once, in the psync row (with a writable upper the engine serves the upper and the cell runs)"
-	case strings.HasSuffix(c.Codec, "-native") && !registered(c.Codec):
+	}
+	if st, why := tcmuDeclared(c); st != "" {
+		return st, why
+	}
+	if st, why := remoteDeclared(c); st != "" {
+		return st, why
+	}
+	if strings.HasSuffix(c.Codec, "-native") && !registered(c.Codec) {
 		return Impossible, "the cgo codec flavour " + c.Codec + " exists only in builds with -tags cgo_codecs"
 	}
 	if algo, ok := strings.CutSuffix(c.Codec, "-plugin"); ok && o.PluginBins[algo] == "" {

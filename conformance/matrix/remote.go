@@ -269,3 +269,11 @@ func (f *remoteFile) BlockStatus(off, length int64) ([]core.Extent, error) {
 }
 
 func (f *remoteFile) Close() error { return errors.Join(f.File.Close(), f.set.Close()) }
+
+// remoteDeclared says why a remote cell is not run ("" when it runs).
+func remoteDeclared(c Cell) (Status, string) {
+	if c.Cache != "local" && c.Upper == "none" && c.Engine != "psync" {
+		return Impossible, "a remote read-only stack has no local file for the IO engine to serve: the caches open their own files with the os package (core.CacheConfig has no IO engine), so these run once, in the psync row (with a writable upper the engine serves the upper and the cell runs)"
+	}
+	return "", ""
+}
