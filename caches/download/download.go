@@ -152,6 +152,11 @@ type File struct {
 
 	fillMu sync.Mutex
 	fills  map[int64]chan struct{}
+	// begun counts the refill blocks fills have taken, active those they
+	// hold: a read that saw no fill active before it and none begun
+	// during it read no page a fill was writing.
+	begun  atomic.Uint64
+	active atomic.Int64
 }
 
 // Size returns the blob's size.
@@ -220,7 +225,11 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 		f.c.served.Add(uint64(k))
 		return k, eof
 	}
-	if f.readPresent(q, off) {
+	// Pages a fill is writing may read as data half written (a page
+	// copied in part) or as zeros: the first read is trusted only when no
+	// fill wrote during it.
+	begun, quiet := f.begun.Load(), f.active.Load() == 0
+	if f.readPresent(q, off) && quiet && f.begun.Load() == begun {
 		f.c.hits.Add(1)
 		f.c.served.Add(uint64(n))
 		return int(n), eof
@@ -232,6 +241,9 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 		// SEEK_DATA would take its unwritten pages (zeros) for data. Only
 		// spans no fill is writing are trusted.
 		f.settle(a0, a1)
+		if hooks.probing != nil {
+			hooks.probing(f)
+		}
 		first, last, err := f.missing(a0, a1)
 		if err != nil {
 			return 0, err
@@ -380,6 +392,9 @@ func (f *File) fill(ctx context.Context, first, last, size int64) (unstored []by
 		return nil, 0, fmt.Errorf("download cache: fill [%d, %d): %w", s0, s1, err)
 	}
 	f.c.fetched.Add(uint64(len(buf)))
+	if hooks.filling != nil {
+		hooks.filling(f, s0, s1)
+	}
 	start := f.c.audit.Start()
 	_, werr := f.fh.WriteAt(buf, s0)
 	f.c.audit.IO(audit.EventFileWrite, f.path, s0, int64(len(buf)), start)
@@ -418,11 +433,32 @@ func (f *File) settle(a0, a1 int64) (waited bool) {
 		ch, busy := f.fills[b]
 		f.fillMu.Unlock()
 		if busy {
-			<-ch
+			f.wait(ch)
 			waited = true
 		}
 	}
 	return waited
+}
+
+// wait waits for the fill whose channel is ch to end.
+func (f *File) wait(ch chan struct{}) {
+	if hooks.waiting != nil {
+		hooks.waiting(f)
+	}
+	<-ch
+}
+
+// hooks are seams for the package's tests, which set them to stop a read or
+// a fill at a chosen point; they are nil otherwise.
+var hooks struct {
+	// probing is called by a read after its first settle, before it asks
+	// the file system which pages of its span are holes.
+	probing func(f *File)
+	// filling is called by a fill that holds its refill blocks and has
+	// fetched the span [s0, s1), before it writes it to the file.
+	filling func(f *File, s0, s1 int64)
+	// waiting is called before a read or a fill waits for a fill in flight.
+	waiting func(f *File)
 }
 
 func (f *File) lock(b0, b1 int64) (unlock func(), waited bool) {
@@ -433,12 +469,14 @@ func (f *File) lock(b0, b1 int64) (unlock func(), waited bool) {
 			ch, busy := f.fills[b]
 			if !busy {
 				f.fills[b] = make(chan struct{})
+				f.begun.Add(1)
+				f.active.Add(1)
 				f.fillMu.Unlock()
 				mine = append(mine, b)
 				break
 			}
 			f.fillMu.Unlock()
-			<-ch
+			f.wait(ch)
 			waited = true
 		}
 	}
@@ -447,6 +485,7 @@ func (f *File) lock(b0, b1 int64) (unlock func(), waited bool) {
 		for _, b := range mine {
 			close(f.fills[b])
 			delete(f.fills, b)
+			f.active.Add(-1)
 		}
 		f.fillMu.Unlock()
 	}, waited
