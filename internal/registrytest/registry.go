@@ -94,14 +94,15 @@ type Registry struct {
 	URL string
 
 	srv, tokenSrv, objSrv *httptest.Server
+	app                   http.Handler
 	users                 sync.Map // user → password
 	htpasswd              string
 	opts                  Options
 	key                   *ecdsa.PrivateKey
 	certDER               []byte
 
-	mu    sync.Mutex
-	blobs map[string][]byte // digest → content, for the object store
+	// htpasswdMu serialises rewrites of the htpasswd file.
+	htpasswdMu sync.Mutex
 
 	blobRequests, blobBytes, tokenRequests, authOnObj atomic.Int64
 
@@ -122,7 +123,7 @@ func New(t testing.TB, o Options) *Registry {
 	if o.TokenTTL <= 0 {
 		o.TokenTTL = 5 * time.Minute
 	}
-	r := &Registry{opts: o, blobs: map[string][]byte{}}
+	r := &Registry{opts: o}
 	for u, p := range o.Users {
 		r.users.Store(u, p)
 	}
@@ -160,10 +161,22 @@ func New(t testing.TB, o Options) *Registry {
 	}
 	if o.Auth == Basic {
 		r.htpasswd = filepath.Join(dir, "htpasswd")
-		r.writeHtpasswd(t)
+		if err := r.writeHtpasswd(); err != nil {
+			t.Fatal(err)
+		}
 		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "registrytest", "path": r.htpasswd}}
 	}
-	app := handlers.NewApp(context.Background(), cfg)
+	// The app's background work (the upload purger) holds the app, and with
+	// it the in-memory storage and every blob pushed, until its context
+	// ends: shut it down when the test ends, after the servers in front of
+	// it (cleanups run last-registered first).
+	ctx, cancel := context.WithCancel(context.Background())
+	app := handlers.NewApp(ctx, cfg)
+	r.app = app
+	t.Cleanup(func() {
+		_ = app.Shutdown()
+		cancel()
+	})
 	if o.Redirect {
 		r.objSrv = httptest.NewServer(http.HandlerFunc(r.serveObject))
 		t.Cleanup(r.objSrv.Close)
@@ -178,7 +191,7 @@ func New(t testing.TB, o Options) *Registry {
 		}
 		isBlob := req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:")
 		if isBlob && o.Redirect {
-			r.redirect(app, w, req)
+			r.redirect(w, req)
 			return
 		}
 		if isBlob {
@@ -231,33 +244,48 @@ func (r *Registry) ResetCounts() {
 
 // SetPassword sets (rotates) a user's password.
 func (r *Registry) SetPassword(t testing.TB, user, pass string) {
-	r.users.Store(user, pass)
-	if r.opts.Auth == Basic {
-		r.writeHtpasswd(t)
+	t.Helper()
+	if err := r.setPassword(user, pass); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func (r *Registry) writeHtpasswd(t testing.TB) {
+func (r *Registry) setPassword(user, pass string) error {
+	r.users.Store(user, pass)
+	if r.opts.Auth == Basic {
+		return r.writeHtpasswd()
+	}
+	return nil
+}
+
+func (r *Registry) writeHtpasswd() error {
+	r.htpasswdMu.Lock()
+	defer r.htpasswdMu.Unlock()
 	var b bytes.Buffer
+	var err error
 	r.users.Range(func(k, v any) bool {
-		h, err := bcrypt.GenerateFromPassword([]byte(v.(string)), bcrypt.MinCost)
-		if err != nil {
-			t.Fatal(err)
+		var h []byte
+		if h, err = bcrypt.GenerateFromPassword([]byte(v.(string)), bcrypt.MinCost); err != nil {
+			return false
 		}
 		fmt.Fprintf(&b, "%s:%s\n", k, h)
 		return true
 	})
+	if err != nil {
+		return fmt.Errorf("htpasswd: %w", err)
+	}
 	tmp := r.htpasswd + ".tmp"
 	if err := os.WriteFile(tmp, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("htpasswd: %w", err)
 	}
 	// The registry reloads the file when its modification time changes.
 	if st, err := os.Stat(r.htpasswd); err == nil {
 		_ = os.Chtimes(tmp, time.Now(), st.ModTime().Add(time.Second))
 	}
 	if err := os.Rename(tmp, r.htpasswd); err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("htpasswd: %w", err)
 	}
+	return nil
 }
 
 func (r *Registry) checkUser(u, p string) bool {
@@ -322,13 +350,13 @@ func (r *Registry) sign(sub string, access []map[string]any) (string, error) {
 
 // redirect answers a blob GET the way an S3-backed registry does: after the
 // registry's own checks (auth, existence) pass, a 307 to a signed URL on the
-// object-storage server.
-func (r *Registry) redirect(app http.Handler, w http.ResponseWriter, req *http.Request) {
+// object-storage server. The URL names the object by repository and digest.
+func (r *Registry) redirect(w http.ResponseWriter, req *http.Request) {
 	head := req.Clone(req.Context())
 	head.Method = http.MethodHead
 	head.Header.Del("Range")
 	rec := httptest.NewRecorder()
-	app.ServeHTTP(rec, head)
+	r.app.ServeHTTP(rec, head)
 	if rec.Code != http.StatusOK {
 		for k, v := range rec.Header() {
 			w.Header()[k] = v
@@ -336,48 +364,77 @@ func (r *Registry) redirect(app http.Handler, w http.ResponseWriter, req *http.R
 		w.WriteHeader(rec.Code)
 		return
 	}
-	dgst := req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:]
-	w.Header().Set("Location", r.objSrv.URL+"/bucket/"+dgst+"?X-Signature=secret-signature-"+dgst[7:15])
+	p := req.URL.Path
+	repo := p[len("/v2/"):strings.LastIndex(p, "/blobs/")]
+	dgst := p[strings.LastIndex(p, "/")+1:]
+	w.Header().Set("Location", r.objSrv.URL+"/bucket/"+repo+"/"+dgst+"?X-Signature=secret-signature-"+dgst[7:15])
 	w.WriteHeader(http.StatusTemporaryRedirect)
 }
 
+// registryOnlyHeaders are the registry's own response headers, which an
+// object store does not send.
+var registryOnlyHeaders = []string{"Docker-Content-Digest", "Docker-Distribution-Api-Version"}
+
+// serveObject is the object-storage server. It holds no copy of the blobs:
+// it reads them from the registry's storage, as the registry's own
+// administrator, with the client's Range and conditional headers.
 func (r *Registry) serveObject(w http.ResponseWriter, req *http.Request) {
 	if req.Header.Get("Authorization") != "" {
 		r.authOnObj.Add(1)
 	}
-	dgst := strings.TrimPrefix(req.URL.Path, "/bucket/")
 	if !strings.HasPrefix(req.URL.Query().Get("X-Signature"), "secret-signature-") {
 		http.Error(w, "signature required", http.StatusForbidden)
 		return
 	}
-	r.mu.Lock()
-	data, ok := r.blobs[dgst]
-	r.mu.Unlock()
-	if !ok {
+	obj := strings.TrimPrefix(req.URL.Path, "/bucket/")
+	i := strings.LastIndex(obj, "/")
+	if i <= 0 || !strings.HasPrefix(obj[i+1:], "sha256:") {
 		http.NotFound(w, req)
 		return
 	}
-	cw := &countingWriter{ResponseWriter: w}
-	http.ServeContent(cw, req, dgst, time.Time{}, bytes.NewReader(data))
-	r.blobRequests.Add(1)
-	r.blobBytes.Add(cw.n)
+	repo, dgst := obj[:i], obj[i+1:]
+	auth, err := r.adminAuth(repo)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	in := req.Clone(req.Context())
+	in.URL.Path, in.URL.RawPath, in.URL.RawQuery = "/v2/"+repo+"/blobs/"+dgst, "", ""
+	in.RequestURI = ""
+	in.Header.Del("Authorization")
+	if auth != "" {
+		in.Header.Set("Authorization", auth)
+	}
+	cw := &countingWriter{ResponseWriter: w, drop: registryOnlyHeaders}
+	r.app.ServeHTTP(cw, in)
+	if cw.code != http.StatusNotFound {
+		r.blobRequests.Add(1)
+		r.blobBytes.Add(cw.n)
+	}
 }
 
-// countingWriter counts the body bytes of successful (2xx) responses.
+// countingWriter counts the body bytes of successful (2xx) responses, and
+// removes the headers named in drop before the response goes out.
 type countingWriter struct {
 	http.ResponseWriter
 	n    int64
 	code int
+	drop []string
 }
 
 func (c *countingWriter) WriteHeader(code int) {
+	if c.code == 0 {
+		for _, h := range c.drop {
+			c.Header().Del(h)
+		}
+	}
 	c.code = code
 	c.ResponseWriter.WriteHeader(code)
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	if c.code == 0 {
-		c.code = http.StatusOK
+		c.WriteHeader(http.StatusOK)
 	}
 	n, err := c.ResponseWriter.Write(p)
 	if c.code/100 == 2 {
@@ -398,7 +455,10 @@ func Digest(data []byte) string {
 func (r *Registry) PushBlob(t testing.TB, repo string, data []byte) string {
 	t.Helper()
 	dgst := Digest(data)
-	auth := r.adminAuth(t, repo)
+	auth, err := r.adminAuth(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
 	do := func(method, u string, body io.Reader, hdr map[string]string) *http.Response {
 		req, err := http.NewRequest(method, u, body)
 		if err != nil {
@@ -435,27 +495,32 @@ func (r *Registry) PushBlob(t testing.TB, repo string, data []byte) string {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("finish upload: status %d", resp.StatusCode)
 	}
-	r.mu.Lock()
-	r.blobs[dgst] = data
-	r.mu.Unlock()
 	return dgst
 }
 
-const adminUser = "registrytest-admin"
+const (
+	adminUser     = "registrytest-admin"
+	adminPassword = "admin-password"
+)
 
-func (r *Registry) adminAuth(t testing.TB, repo string) string {
+// adminAuth returns the Authorization header value with which the
+// registry's administrator may push and pull repo ("" without
+// authentication).
+func (r *Registry) adminAuth(repo string) (string, error) {
 	switch r.opts.Auth {
 	case Basic:
 		if _, ok := r.users.Load(adminUser); !ok {
-			r.SetPassword(t, adminUser, "admin-password")
+			if err := r.setPassword(adminUser, adminPassword); err != nil {
+				return "", err
+			}
 		}
-		return "Basic " + base64.StdEncoding.EncodeToString([]byte(adminUser+":admin-password"))
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(adminUser+":"+adminPassword)), nil
 	case Token:
 		tok, err := r.sign(adminUser, []map[string]any{{"type": "repository", "name": repo, "actions": []string{"pull", "push"}}})
 		if err != nil {
-			t.Fatal(err)
+			return "", fmt.Errorf("sign administrator token: %w", err)
 		}
-		return "Bearer " + tok
+		return "Bearer " + tok, nil
 	}
-	return ""
+	return "", nil
 }
