@@ -1,4 +1,4 @@
-package mkfs
+package mkfs_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/mkfs"
 	"github.com/overlaybd-go/overlaybd/internal/mkfs/mkfstest"
 )
 
@@ -37,7 +38,7 @@ func TestExt4OnLayer(t *testing.T) {
 	mkfstest.Tool(t, "mkfs.ext4")
 	const size = 1 << 30
 	w := newLayer(t, size)
-	if err := Ext4(context.Background(), w, size, Options{TempDir: t.TempDir()}); err != nil {
+	if err := mkfs.Ext4(context.Background(), w, size, mkfs.Options{TempDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
 	mkfstest.MetadataOnly(t, w, 16<<20)
@@ -49,7 +50,7 @@ func TestExt4Large(t *testing.T) {
 	mkfstest.Tool(t, "mkfs.ext4")
 	const size = 64 << 30
 	w := newLayer(t, size)
-	if err := Ext4(context.Background(), w, size, Options{TempDir: t.TempDir()}); err != nil {
+	if err := mkfs.Ext4(context.Background(), w, size, mkfs.Options{TempDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
 	mapped := mkfstest.MetadataOnly(t, w, 64<<20)
@@ -59,48 +60,19 @@ func TestExt4Large(t *testing.T) {
 func TestExt4Errors(t *testing.T) {
 	w := newLayer(t, 1<<30)
 	ctx := context.Background()
-	if err := Ext4(ctx, w, 4096, Options{}); err == nil || !strings.Contains(err.Error(), "too small") {
+	if err := mkfs.Ext4(ctx, w, 4096, mkfs.Options{}); err == nil || !strings.Contains(err.Error(), "too small") {
 		t.Errorf("tiny device: %v", err)
 	}
-	if err := Ext4(ctx, w, MinSize+512, Options{}); err == nil || !strings.Contains(err.Error(), "multiple") {
+	if err := mkfs.Ext4(ctx, w, mkfs.MinSize+512, mkfs.Options{}); err == nil || !strings.Contains(err.Error(), "multiple") {
 		t.Errorf("odd size: %v", err)
 	}
-	if err := Ext4(ctx, w, 1<<30, Options{Tool: "/bin/false"}); err == nil || !strings.Contains(err.Error(), "/bin/false") {
+	if err := mkfs.Ext4(ctx, w, 1<<30, mkfs.Options{Tool: "/bin/false"}); err == nil || !strings.Contains(err.Error(), "/bin/false") {
 		t.Errorf("failing tool: %v", err)
 	}
-	if err := Ext4(ctx, w, 1<<30, Options{TempDir: "/nonexistent/dir"}); err == nil || !strings.Contains(err.Error(), "scratch") {
+	if err := mkfs.Ext4(ctx, w, 1<<30, mkfs.Options{TempDir: "/nonexistent/dir"}); err == nil || !strings.Contains(err.Error(), "scratch") {
 		t.Errorf("bad temp dir: %v", err)
 	}
 	if len(w.Mappings()) != 0 {
 		t.Error("a failed mkfs wrote into the layer")
 	}
-}
-
-func TestWriteNonZero(t *testing.T) {
-	b := make([]byte, 5*BlockSize)
-	b[BlockSize+7] = 1
-	b[2*BlockSize] = 2
-	b[4*BlockSize+BlockSize-1] = 3
-	var rec recorder
-	if err := writeNonZero(&rec, b, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	want := []write{{1<<20 + BlockSize, 2 * BlockSize}, {1<<20 + 4*BlockSize, BlockSize}}
-	if len(rec.w) != len(want) {
-		t.Fatalf("writes %v, want %v", rec.w, want)
-	}
-	for i := range want {
-		if rec.w[i] != want[i] {
-			t.Fatalf("writes %v, want %v", rec.w, want)
-		}
-	}
-}
-
-type write struct{ off, n int64 }
-
-type recorder struct{ w []write }
-
-func (r *recorder) WriteAt(p []byte, off int64) (int, error) {
-	r.w = append(r.w, write{off, int64(len(p))})
-	return len(p), nil
 }
