@@ -85,6 +85,12 @@ type Result struct {
 	// NBD are the NBD client's counters of nbd cells (requests, most in
 	// flight at once, replies out of order, block-status requests).
 	NBD *nbdclient.Stats `json:"nbd_stats,omitempty"`
+	// TCMU are the counters of tcmu cells: the disks attached, the block
+	// device client's requests and the calls the TCMU server made to the
+	// image.
+	TCMU *TCMUCounts `json:"tcmu_stats,omitempty"`
+	// Note says what a cell that ran could not check.
+	Note string `json:"note,omitempty"`
 }
 
 // Filter selects cells: an empty field selects every value.
@@ -306,6 +312,16 @@ func runCell(c Cell, opts Options, env *runEnv, r *Result) error {
 	if c.Frontend == "nbd" {
 		nc = &nbdCounts{}
 	}
+	var tc *tcmuEnv
+	if c.Frontend == "tcmu" {
+		tc = newTCMUEnv()
+		defer func() {
+			if err := tc.close(); err != nil {
+				opts.Logf("cell %s: stop the TCMU server: %v", name, err)
+			}
+		}()
+		r.Note = tcmuNote
+	}
 	var rs *remoteStats
 	if c.Cache != "local" {
 		rs = &remoteStats{}
@@ -323,8 +339,11 @@ func runCell(c Cell, opts Options, env *runEnv, r *Result) error {
 		if rs != nil {
 			kind = remoteReadOnly{lowers: lowers.(registryLowers), name: name}
 		}
-		if c.Frontend == "nbd" {
+		switch c.Frontend {
+		case "nbd":
 			kind = nbdReadOnly{kind, nc}
+		case "tcmu":
+			kind = tcmuReadOnly{kind, tc}
 		}
 		if err := conformance.RunReadOnly(kind, dir, conformance.ReadOnlyOptions{Seed: opts.Seed, Reads: reads, VirtualSize: 8 << 20,
 			ZeroStatus: true, Logf: logf}); err != nil {
@@ -353,8 +372,11 @@ func runCell(c Cell, opts Options, env *runEnv, r *Result) error {
 			lw.crash = cs
 		}
 		var w conformance.WritableKind = lw
-		if c.Frontend == "nbd" {
+		switch c.Frontend {
+		case "nbd":
 			w = nbdWritable{w, nc}
+		case "tcmu":
+			w = tcmuWritable{w, tc}
 		}
 		if _, err := conformance.RunWritable(w, dir, conformance.WritableOptions{Seed: opts.Seed, Ops: ops, VirtualSize: 8 << 20,
 			Base: true, ZeroStatus: true, AllocationGrain: grain, Cell: name, Logf: logf}); err != nil {
@@ -368,6 +390,13 @@ func runCell(c Cell, opts Options, env *runEnv, r *Result) error {
 		r.NBD = &ns
 		if ns.Requests == 0 || ns.BlockStatus == 0 {
 			return fmt.Errorf("cell %s: the NBD client sent no requests or no block-status request (counters %+v)", name, ns)
+		}
+	}
+	if tc != nil {
+		ts := tc.snapshot()
+		r.TCMU = &ts
+		if err := tc.check(name, c.Upper != "none"); err != nil {
+			return err
 		}
 	}
 	if rs != nil {
