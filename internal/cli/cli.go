@@ -1,18 +1,19 @@
 // Package cli holds the start-up the overlaybd command-line tools share: a
 // flag set whose flags may be spelled with "_" or "-", the usage that
 // --help prints, upstream's exit codes, the messages of upstream's argument
-// parser (CLI11) for command-line errors, and the logger of --verbose.
+// parser (CLI11) for command-line errors, the logger of --verbose, and the
+// reaction of the servers to SIGINT and SIGTERM (NotifyShutdown).
 //
 // A tool that keeps upstream's contract starts like this:
 //
 //	fs := cli.NewFlagSet("overlaybd-create", stdout, usage) // CLI11 prints help to stdout
 //	verbose := fs.Bool("verbose", false, "debug logging")
-//	if err := fs.Parse(args); err != nil {
-//		return cli.ParseError(stderr, err)
-//	}
-//	if code, ok := cli.Upstream(stderr).Args(fs.Args(), 3, "data_file", "index_file", "vsize"); !ok {
+//	if code, ok := cli.Upstream(stderr).Parse(fs, args, 3, "data_file", "index_file", "vsize"); !ok {
 //		return code
 //	}
+//
+// Reporter.Parse names every unknown flag, as CLI11 does; the older pair
+// fs.Parse and ParseError, then Reporter.Args, stops at the first.
 package cli
 
 import (
@@ -76,23 +77,29 @@ func NewFlagSet(name string, w io.Writer, usage string) *pflag.FlagSet {
 	return fs
 }
 
-// ParseError reports err, an error of FlagSet.Parse, as upstream's parser
-// (CLI11) does: the message and Hint on w, and the exit code of its class:
-// ExitConversion for a value that does not convert, ExitArgumentMismatch for
-// a flag without its value (in CLI11's words, "--bs: 1 required INT
-// missing"), ExitExtras for an unknown flag ("The following argument was not
-// expected: --nope"). After --help or -h, which have
-// printed the usage, it writes nothing and returns ExitOK.
+// ParseError reports err, an error of Parse or FlagSet.Parse, as upstream's
+// parser (CLI11) does: the message and Hint on w, and the exit code of its
+// class: ExitConversion for a value that does not convert,
+// ExitArgumentMismatch for a flag without its value (in CLI11's words,
+// "--bs: 1 required INT missing", the flag named as CLI11 names it: see
+// CLI11Name), ExitExtras for unknown flags ("The following argument was not
+// expected: --nope"; an *UnknownFlagsError of Parse names every one, a
+// pflag error only the first). After --help or -h, which have printed the
+// usage, it writes nothing and returns ExitOK.
 func ParseError(w io.Writer, err error) int {
 	if errors.Is(err, pflag.ErrHelp) {
 		return ExitOK
 	}
 	var (
-		missing *pflag.ValueRequiredError
-		invalid *pflag.InvalidValueError
-		unknown *pflag.NotExistError
+		missing  *pflag.ValueRequiredError
+		invalid  *pflag.InvalidValueError
+		unknown  *pflag.NotExistError
+		unknowns *UnknownFlagsError
 	)
 	switch {
+	case errors.As(err, &unknowns):
+		fmt.Fprintf(w, "%s\n%s\n", notExpected(unknowns.Flags), Hint)
+		return ExitExtras
 	case errors.As(err, &unknown):
 		flag := "--" + unknown.GetSpecifiedName()
 		if g := unknown.GetSpecifiedShortnames(); g != "" {
@@ -101,7 +108,7 @@ func ParseError(w io.Writer, err error) int {
 		fmt.Fprintf(w, "%s\n%s\n", notExpected([]string{flag}), Hint)
 		return ExitExtras
 	case errors.As(err, &missing):
-		fmt.Fprintf(w, "%s: 1 required %s missing\n%s\n", specified(missing), typeName(missing.GetFlag()), Hint)
+		fmt.Fprintf(w, "%s: 1 required %s missing\n%s\n", CLI11Name(missing), typeName(missing.GetFlag()), Hint)
 		return ExitArgumentMismatch
 	case errors.As(err, &invalid):
 		fmt.Fprintf(w, "%v\n%s\n", err, Hint)
@@ -112,11 +119,26 @@ func ParseError(w io.Writer, err error) int {
 	}
 }
 
-// specified returns the flag of e as the command line spelled it: "--bs",
-// "--service_config_path", "-m".
-func specified(e *pflag.ValueRequiredError) string {
+// cli11Long maps the shorthand of each upstream option that CLI11 declares
+// with a short and a long name ("-p,--parent-uuid" of overlaybd-commit) to
+// that long name. Upstream declares every other short option without a
+// long name (-u, -m, -z, -t, -f, -x, -s); the long names our tools give
+// them are additions.
+var cli11Long = map[string]string{"p": "parent-uuid"}
+
+// CLI11Name returns the flag of e as CLI11 names it in its messages: an
+// option typed by its shorthand is named by its long name when upstream
+// declares one ("-p" is "--parent-uuid"), otherwise by the shorthand
+// ("-u", "-m"); an option typed by a long name is named as typed
+// ("--service_config_path", or "--service-config-path", a spelling that
+// only our tools accept).
+func CLI11Name(e *pflag.ValueRequiredError) string {
 	if e.GetSpecifiedShortnames() != "" {
-		return "-" + e.GetSpecifiedName()[:1]
+		short := e.GetSpecifiedName()[:1]
+		if f := e.GetFlag(); f != nil && cli11Long[short] == f.Name {
+			return "--" + f.Name
+		}
+		return "-" + short
 	}
 	return "--" + e.GetSpecifiedName()
 }
@@ -170,8 +192,10 @@ func (r Reporter) Errorf(code int, format string, a ...any) int {
 // named in order by names, of which the first required must be given. When
 // one is missing it reports "<name> is required" and returns ExitRequired;
 // when there are more than names it reports "The following argument was
-// not expected: ..." (or "arguments were", for several) and returns
-// ExitExtras; otherwise it returns ExitOK and true.
+// not expected: ..." (or "arguments were", for several, listed last first
+// as CLI11 2.2.0 lists them) and returns ExitExtras; otherwise it returns
+// ExitOK and true. Reporter.Parse does the same after parsing, and names
+// unknown flags in the same message.
 func (r Reporter) Args(args []string, required int, names ...string) (int, bool) {
 	switch {
 	case len(args) < required:
@@ -182,12 +206,19 @@ func (r Reporter) Args(args []string, required int, names ...string) (int, bool)
 	return ExitOK, true
 }
 
-// notExpected is CLI11's message for arguments it could not place.
+// notExpected is CLI11's message for the arguments it could not place,
+// given in command-line order. CLI11 2.2.0 lists them last first (its
+// ExtrasError joins them with rjoin): "a --b c" not expected reads "The
+// following arguments were not expected: c --b a".
 func notExpected(args []string) string {
 	if len(args) == 1 {
 		return "The following argument was not expected: " + args[0]
 	}
-	return "The following arguments were not expected: " + strings.Join(args, " ")
+	rev := make([]string, len(args))
+	for i, a := range args {
+		rev[len(args)-1-i] = a
+	}
+	return "The following arguments were not expected: " + strings.Join(rev, " ")
 }
 
 // Logger returns a text logger writing to w at level Info, or Debug when

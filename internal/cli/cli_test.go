@@ -20,6 +20,9 @@ func flags(w *bytes.Buffer) (fs interface{ Parse([]string) error }, svc *string,
 	n = f.IntP("number", "n", 1, "a number")
 	f.Float64("ratio", 0.5, "a fraction")
 	f.Uint64("blocks", 0, "a count")
+	f.StringP("parent-uuid", "p", "", "upstream's -p,--parent-uuid")
+	f.StringP("message", "m", "", "upstream's -m, with a long name of ours")
+	f.BoolP("sparse", "s", false, "a flag")
 	return f, svc, n
 }
 
@@ -77,6 +80,13 @@ func TestParseErrorCodes(t *testing.T) {
 		{[]string{"--service-config-path"}, cli.ExitArgumentMismatch, "--service-config-path: 1 required TEXT missing"},
 		{[]string{"--ratio"}, cli.ExitArgumentMismatch, "--ratio: 1 required FLOAT missing"},
 		{[]string{"--blocks"}, cli.ExitArgumentMismatch, "--blocks: 1 required UINT missing"},
+		// CLI11 names an option by its long name when upstream declares
+		// one (-p,--parent-uuid), else by its shorthand (-m).
+		{[]string{"a", "-p"}, cli.ExitArgumentMismatch, "--parent-uuid: 1 required TEXT missing"},
+		{[]string{"a", "-sp"}, cli.ExitArgumentMismatch, "--parent-uuid: 1 required TEXT missing"},
+		{[]string{"--parent-uuid"}, cli.ExitArgumentMismatch, "--parent-uuid: 1 required TEXT missing"},
+		{[]string{"-m"}, cli.ExitArgumentMismatch, "-m: 1 required TEXT missing"},
+		{[]string{"--message"}, cli.ExitArgumentMismatch, "--message: 1 required TEXT missing"},
 		// As with CLI11, the next argument is the value, whatever it looks
 		// like.
 		{[]string{"--number", "--nope"}, cli.ExitConversion, `invalid argument "--nope" for "-n, --number" flag`},
@@ -115,7 +125,8 @@ func TestArgs(t *testing.T) {
 		{[]string{"d"}, 3, cli.ExitRequired, "index_file is required"},
 		{[]string{"d", "i"}, 3, cli.ExitRequired, "commit_file is required"},
 		{[]string{"d", "i", "c", "x"}, 1, cli.ExitExtras, "The following argument was not expected: x"},
-		{[]string{"d", "i", "c", "x", "y z"}, 3, cli.ExitExtras, "The following arguments were not expected: x y z"},
+		// CLI11 2.2.0 lists them last first.
+		{[]string{"d", "i", "c", "x", "y z"}, 3, cli.ExitExtras, "The following arguments were not expected: y z x"},
 		{[]string{"d"}, 1, cli.ExitOK, ""},
 		{[]string{"d", "i", "c"}, 3, cli.ExitOK, ""},
 		{nil, 0, cli.ExitOK, ""},
