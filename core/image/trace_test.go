@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,34 +17,12 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/prefetch"
 	"github.com/overlaybd-go/overlaybd/core/remote"
+	"github.com/overlaybd-go/overlaybd/internal/logtest"
 	"github.com/overlaybd-go/overlaybd/internal/registrytest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
 var stackVectors = []string{"stack/A.commit", "stack/B.zstd-bs16.zcommit", "stack/C.commit"}
-
-// logBuffer collects log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func bufferLogger() (*slog.Logger, *logBuffer) {
-	lb := &logBuffer{}
-	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
-}
 
 // localStack is the three-layer stack vector as local lowers.
 func localStack(t *testing.T) []config.Layer {
@@ -328,7 +305,7 @@ func TestTraceBadReplaySkipped(t *testing.T) {
 			if err := os.WriteFile(trace, c.data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			log, lb := bufferLogger()
+			log, lb := logtest.New(slog.LevelDebug)
 			img, err := Open(context.Background(), &config.Image{Lowers: localStack(t), RecordTracePath: trace}, Options{ReadOnly: true, Logger: log})
 			if err != nil {
 				t.Fatal(err)
@@ -574,7 +551,7 @@ func TestTraceRecordLockTaken(t *testing.T) {
 	trace := filepath.Join(t.TempDir(), "trace")
 	emptyFile(t, trace)
 	emptyFile(t, trace+".lock")
-	log, lb := bufferLogger()
+	log, lb := logtest.New(slog.LevelDebug)
 	img, err := Open(context.Background(), &config.Image{Lowers: localStack(t), RecordTracePath: trace}, Options{ReadOnly: true, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -600,7 +577,7 @@ func TestTraceRecordLockTaken(t *testing.T) {
 // silently ignored, as upstream does.
 func TestTraceMissingPathIgnored(t *testing.T) {
 	trace := filepath.Join(t.TempDir(), "trace")
-	log, lb := bufferLogger()
+	log, lb := logtest.New(slog.LevelDebug)
 	img, err := Open(context.Background(), &config.Image{Lowers: localStack(t), RecordTracePath: trace}, Options{ReadOnly: true, Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/overlaybd-go/overlaybd/core/remote"
+	"github.com/overlaybd-go/overlaybd/internal/logtest"
 	"github.com/overlaybd-go/overlaybd/internal/registrytest"
 )
 
@@ -76,30 +77,13 @@ func writeCred(t testing.TB, p, key, user, pass string) {
 	}
 }
 
-// logBuffer captures the client's log lines so tests can look for leaked
-// secrets.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newClient(t testing.TB, o remote.Options) (*remote.Client, *logBuffer) {
+// newClient returns a client that logs to the returned buffer (unless o
+// has a logger), so tests can look for leaked secrets.
+func newClient(t testing.TB, o remote.Options) (*remote.Client, *logtest.Buffer) {
 	t.Helper()
-	lb := &logBuffer{}
+	log, lb := logtest.New(slog.LevelDebug)
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.Logger = log
 	}
 	c, err := remote.NewClient(o)
 	if err != nil {
@@ -416,8 +400,8 @@ func TestCredentialHelpers(t *testing.T) {
 	t.Run("file-readable-by-others", func(t *testing.T) {
 		p := credFile(t, t.TempDir(), reg.Host()+"/h/app", "erin", "helper-pw")
 		os.Chmod(p, 0o644)
-		lb := &logBuffer{}
-		fc := &remote.FileCredentials{Path: p, Logger: slog.New(slog.NewTextHandler(lb, nil))}
+		log, lb := logtest.New(nil)
+		fc := &remote.FileCredentials{Path: p, Logger: log}
 		var asked sync.Map
 		asked.Store(u, true)
 		check(t, fc, &asked)
