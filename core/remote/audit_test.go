@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/overlaybd-go/overlaybd/caches/download"
 	"github.com/overlaybd-go/overlaybd/core/audit"
@@ -57,14 +56,7 @@ func TestDownloadAuditEvents(t *testing.T) {
 	if _, err := f.ReadAt(p, 8192); err != nil || !bytes.Equal(p, data[8192:12288]) {
 		t.Fatalf("lazy read: %v", err)
 	}
-	sf := f.(*remote.SwitchFile)
-	deadline := time.Now().Add(20 * time.Second)
-	for !sf.Local() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !sf.Local() {
-		t.Fatalf("download never completed; logs:\n%s", logs.String())
-	}
+	waitLocal(t, f, logs)
 	if _, err := f.ReadAt(p, 1<<20); err != nil || !bytes.Equal(p, data[1<<20:1<<20+4096]) {
 		t.Fatalf("local read: %v", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,13 +55,7 @@ func TestErrorCounters(t *testing.T) {
 	defer exp.Close()
 
 	// Transient faults (every other data request) are cured by retries.
-	var n atomic.Int64
-	px.SetDecide(func(_ int64, r *http.Request) registrytest.Fault {
-		if isData(r) && n.Add(1)%2 == 1 {
-			return registrytest.Fault{Kind: registrytest.Status, Status: 503}
-		}
-		return registrytest.Fault{}
-	})
+	px.SetDecide(onData(registrytest.Fault{Kind: registrytest.Status, Status: 503}, everyOther()))
 	before := c.Stats()
 	if got := readAt(t, b, 1000, 5000); !bytes.Equal(got, data[1000:6000]) {
 		t.Fatal("wrong data")
@@ -87,12 +80,7 @@ func TestErrorCounters(t *testing.T) {
 		{"slow", registrytest.Fault{Kind: registrytest.Slow, Delay: 4 * time.Second}, remote.ErrorTimeout, remote.ErrTimeout},
 	}
 	for i, tc := range cases {
-		px.SetDecide(func(_ int64, r *http.Request) registrytest.Fault {
-			if isData(r) {
-				return tc.fault
-			}
-			return registrytest.Fault{}
-		})
+		px.SetDecide(onData(tc.fault, nil))
 		before := c.Stats()
 		p := make([]byte, 3000)
 		_, err := b.ReadAtContext(context.Background(), p, int64(i)*100000)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -123,12 +122,7 @@ func TestZFileFlipCaught(t *testing.T) {
 	}
 	var flip atomic.Bool
 	flip.Store(true)
-	px.SetDecide(func(n int64, r *http.Request) registrytest.Fault {
-		if flip.Load() && isData(r) {
-			return registrytest.Fault{Kind: registrytest.Flip}
-		}
-		return registrytest.Fault{}
-	})
+	px.SetDecide(onData(registrytest.Fault{Kind: registrytest.Flip}, flip.Load))
 	n := min(int64(1<<20), local.Size())
 	want := make([]byte, n)
 	if _, err := local.ReadAt(want, 0); err != nil {

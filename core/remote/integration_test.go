@@ -21,11 +21,50 @@ import (
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/remote"
+	"github.com/overlaybd-go/overlaybd/internal/logtest"
 	"github.com/overlaybd-go/overlaybd/internal/registrytest"
 )
 
 func isData(r *http.Request) bool {
 	return r.Header.Get("Range") != "" && r.Header.Get("Range") != "bytes=0-0"
+}
+
+// onData is a fault schedule for a FaultProxy: the data requests that pick
+// chooses (nil: all of them) get f, every other request passes.
+func onData(f registrytest.Fault, pick func() bool) func(int64, *http.Request) registrytest.Fault {
+	return func(_ int64, r *http.Request) registrytest.Fault {
+		if isData(r) && (pick == nil || pick()) {
+			return f
+		}
+		return registrytest.Fault{}
+	}
+}
+
+// waitLocal waits up to 20 s for f, a remote.SwitchFile, to switch to its
+// downloaded copy, and fails the test with the client's logs when it does
+// not.
+func waitLocal(t *testing.T, f core.File, logs *logtest.Buffer) {
+	t.Helper()
+	sf := f.(*remote.SwitchFile)
+	deadline := time.Now().Add(20 * time.Second)
+	for !sf.Local() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sf.Local() {
+		t.Fatalf("download never completed; logs:\n%s", logs.String())
+	}
+}
+
+// everyOther chooses the first data request, the third, the fifth, ...
+func everyOther() func() bool {
+	var n atomic.Int64
+	return func() bool { return n.Add(1)%2 == 1 }
+}
+
+// firstOnly chooses the first data request.
+func firstOnly() func() bool {
+	var n atomic.Int64
+	return func() bool { return n.Add(1) == 1 }
 }
 
 // TestFaultsRetried puts a fault-injecting proxy between the client and the
@@ -60,13 +99,7 @@ func TestFaultsRetried(t *testing.T) {
 			}
 			defer b.Close()
 			// Every other data request misbehaves.
-			var dataReqs atomic.Int64
-			px.SetDecide(func(n int64, r *http.Request) registrytest.Fault {
-				if isData(r) && dataReqs.Add(1)%2 == 1 {
-					return fc.f
-				}
-				return registrytest.Fault{}
-			})
+			px.SetDecide(onData(fc.f, everyOther()))
 			defer px.SetDecide(nil)
 			inj := px.Injected.Load()
 			for i := 0; i < 6; i++ {
@@ -79,12 +112,7 @@ func TestFaultsRetried(t *testing.T) {
 				t.Fatal("no fault injected")
 			}
 			// The fault on every request: an error, and no bytes cached.
-			px.SetDecide(func(n int64, r *http.Request) registrytest.Fault {
-				if isData(r) {
-					return fc.f
-				}
-				return registrytest.Fault{}
-			})
+			px.SetDecide(onData(fc.f, nil))
 			fc2, err := file.New(file.Options{Dir: t.TempDir(), MinFreeBytes: -1})
 			if err != nil {
 				t.Fatal(err)
@@ -133,13 +161,7 @@ func TestFlippedBytesHealedByDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	var flips atomic.Int64
-	px.SetDecide(func(n int64, r *http.Request) registrytest.Fault {
-		if isData(r) && flips.Add(1) == 1 {
-			return registrytest.Fault{Kind: registrytest.Flip}
-		}
-		return registrytest.Fault{}
-	})
+	px.SetDecide(onData(registrytest.Fault{Kind: registrytest.Flip}, firstOnly()))
 	lo := remote.NewLayerOpener(c, remote.LayerOpenerOptions{Cache: dc,
 		Download: &remote.DownloadOptions{BlockSize: 1 << 20, Logger: c.Logger()}})
 	defer lo.Close()
@@ -148,14 +170,7 @@ func TestFlippedBytesHealedByDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	sf := f.(*remote.SwitchFile)
-	deadline := time.Now().Add(20 * time.Second)
-	for !sf.Local() && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !sf.Local() {
-		t.Fatalf("download never completed; logs:\n%s", logs.String())
-	}
+	waitLocal(t, f, logs)
 	if !strings.Contains(logs.String(), "does not match its digest") {
 		t.Fatalf("the mismatch was not reported; logs:\n%s", logs.String())
 	}
