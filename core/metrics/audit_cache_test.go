@@ -76,29 +76,12 @@ func TestCacheAuditEvents(t *testing.T) {
 	}()
 	for _, typ := range []string{"file", "download", "ocf"} {
 		t.Run(typ, func(t *testing.T) {
-			dir := t.TempDir()
-			newCache, err := core.Caches.Lookup(typ)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// Room for about one of the two 1 MiB blobs.
-			raw, err := newCache(core.CacheConfig{Dir: filepath.Join(dir, "cache"), CapacityBytes: 1<<20 + 512<<10,
-				RefillSize: 256 << 10, BlockSize: 65536})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			auditPath := filepath.Join(dir, "audit.log")
-			al, err := audit.OpenFile(auditPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer al.Close()
-			c := InstrumentCache(raw, New(), al)
-			if a, ok := c.(core.AuditedCache); !ok || a.Auditor() != core.Auditor(al) {
+			a := newAuditedCache(t, typ, core.CacheConfig{CapacityBytes: 1<<20 + 512<<10, RefillSize: 256 << 10, BlockSize: 65536}, New())
+			dir, raw, auditPath := a.dir, a.raw, a.auditPath
+			if au, ok := a.c.(core.AuditedCache); !ok || au.Auditor() != core.Auditor(a.al) {
 				t.Fatal("the instrumented cache does not carry the audit log")
 			}
-			p := make([]byte, 1<<20)
 			for i := range 2 {
 				src := &memSource{data: bytes.Repeat([]byte{byte('a' + i)}, 1<<20), key: fmt.Sprintf("sha256:%064x", i+1)}
 				var s core.Source = src
@@ -107,15 +90,11 @@ func TestCacheAuditEvents(t *testing.T) {
 					os.Mkdir(ld, 0o755)
 					s = dirSource{src, ld}
 				}
-				f, err := c.Open(context.Background(), s)
+				f, err := a.c.Open(context.Background(), s)
 				if err != nil {
 					t.Fatal(err)
 				}
-				for range 2 { // miss, then hit
-					if n, err := f.ReadAt(p, 0); n != len(p) || err != nil || !bytes.Equal(p, src.data) {
-						t.Fatalf("read %d %v", n, err)
-					}
-				}
+				readTwice(t, f, src) // miss, then hit
 				f.Close()
 			}
 			st := raw.Stats()
