@@ -31,28 +31,32 @@ func newLayer(t *testing.T, vsize int64) *lsmt.Writable {
 	return w
 }
 
-// TestExt4OnLayer makes a file system on a new LSMT layer and checks it
-// with e2fsck and debugfs: upstream's parameters, a clean file system, and
-// a layer holding metadata only.
-func TestExt4OnLayer(t *testing.T) {
+// ext4Layer makes an ext4 file system of size bytes on a new layer; the
+// test skips without mkfs.ext4.
+func ext4Layer(t *testing.T, size int64) *lsmt.Writable {
+	t.Helper()
 	mkfstest.Tool(t, "mkfs.ext4")
-	const size = 1 << 30
 	w := newLayer(t, size)
 	if err := mkfs.Ext4(context.Background(), w, size, mkfs.Options{TempDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
+	return w
+}
+
+// TestExt4OnLayer makes a file system on a new LSMT layer and checks it
+// with e2fsck and debugfs: upstream's parameters, a clean file system, and
+// a layer holding metadata only.
+func TestExt4OnLayer(t *testing.T) {
+	const size = 1 << 30
+	w := ext4Layer(t, size)
 	mkfstest.MetadataOnly(t, w, 16<<20)
 	mkfstest.CheckExt4(t, mkfstest.DeviceImage(t, w, size), size)
 }
 
 // TestExt4Large checks that a 64 GiB device costs megabytes, not gigabytes.
 func TestExt4Large(t *testing.T) {
-	mkfstest.Tool(t, "mkfs.ext4")
 	const size = 64 << 30
-	w := newLayer(t, size)
-	if err := mkfs.Ext4(context.Background(), w, size, mkfs.Options{TempDir: t.TempDir()}); err != nil {
-		t.Fatal(err)
-	}
+	w := ext4Layer(t, size)
 	mapped := mkfstest.MetadataOnly(t, w, 64<<20)
 	t.Logf("64 GiB ext4: %d bytes of metadata in the layer", mapped)
 }
