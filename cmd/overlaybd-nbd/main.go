@@ -17,9 +17,22 @@
 // configures (credentialConfig, cacheConfig, p2pConfig, download).
 //
 // --tcp takes HOST, HOST:PORT, [IPv6] or [IPv6]:PORT; the port defaults to
-// 10809. On SIGINT or SIGTERM the server stops accepting connections,
-// finishes the requests in flight (for up to 30 s), flushes and closes the
-// upper layers and exits 0; a second signal ends it at once. Exit status 2 is a usage error, 1 a failure to start or serve.
+// 10809.
+//
+// On SIGINT or SIGTERM the server stops accepting connections, finishes the
+// requests in flight (for up to 30 s; then their connections are closed),
+// finishes trace recordings (recordTracePath), flushes and closes the upper
+// layers and exits 0. A second signal stops the wait for requests in
+// flight: their connections are closed at once, the requests still running
+// get 5 s more, and then the traces are finished and the uppers flushed as
+// before. If a request is still running then (a read stuck on a registry),
+// the traces and the flushes of the uppers are done all the same, beside it,
+// and the server exits 1 without closing the images. A third signal ends
+// the process at once, by the signal's default action: an unfinished trace
+// is lost (the trace file stays empty and the next start records again).
+//
+// Exit status 2 is a usage error, 1 a failure to start, to serve, or to
+// stop cleanly.
 package main
 
 import (
@@ -27,13 +40,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	_ "github.com/overlaybd-go/overlaybd/caches/all"
@@ -58,18 +70,17 @@ const (
 	// shutdownGrace bounds how long requests in flight may take after a
 	// signal before their connections are closed.
 	shutdownGrace = 30 * time.Second
+	// closedGrace bounds how long requests in flight may still run once
+	// their connections are closed (after shutdownGrace or a second
+	// signal) before the traces are finished and the uppers flushed beside
+	// them.
+	closedGrace = 5 * time.Second
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() {
-		// After the first signal starts the graceful stop, a second one
-		// kills the process the default way.
-		<-ctx.Done()
-		stop()
-	}()
-	code := run(ctx, os.Args[1:], os.Stderr, nil)
-	stop()
+	sig := cli.NotifyShutdown()
+	code := serve(sig.Context(), sig.Quick(), os.Args[1:], os.Stderr, nil)
+	sig.Stop()
 	os.Exit(code)
 }
 
@@ -81,6 +92,11 @@ default export ""; otherwise exports are named by NAME= or by their file name
 without ".json". Attach with, e.g.:
   nbdinfo nbd+unix:///NAME?socket=PATH      qemu-img info nbd:unix:PATH:exportname=NAME
   nbdfuse DIR nbd://HOST:PORT/NAME          nbd-client -N NAME -u PATH /dev/nbd0
+
+SIGINT or SIGTERM stops it gracefully: requests in flight finish (up to
+30 s), trace recordings are finished, uppers flushed and closed, exit 0. A
+second signal stops waiting for requests in flight (5 s more at most) but
+still finishes the traces and flushes the uppers; a third ends it at once.
 
 Flags:
 `
@@ -206,9 +222,17 @@ func sameFile(a, b string) bool {
 	return aa == ab
 }
 
-// run is the whole command; ready, when not nil, receives the listen
-// address once the server accepts connections (for tests).
+// run is the whole command, stopped gracefully when ctx ends; ready, when
+// not nil, receives the listen address once the server accepts connections
+// (for tests).
 func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.Addr) int {
+	return serve(ctx, nil, args, stderr, ready)
+}
+
+// serve is run with the quick stop of a second signal: when quick closes
+// during the graceful stop, the server stops waiting for requests in
+// flight (see the package documentation).
+func serve(ctx context.Context, quick <-chan struct{}, args []string, stderr io.Writer, ready chan<- net.Addr) int {
 	fs := cli.NewFlagSet("overlaybd-nbd", stderr, usage)
 	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath+" if it exists, else built-in defaults; its codecPlugins serve lz4/zstd")
 	unixPath := fs.String("unix", "", "listen on this unix socket")
@@ -216,7 +240,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	readOnly := fs.Bool("read-only", false, "serve every export read-only, ignoring upper layers")
 	verbose := fs.BoolP("verbose", "v", false, "debug logging")
 	maxInFlight := fs.Int("max-in-flight", nbd.DefaultMaxInFlight, "requests served at once per connection")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return cli.PrefixedParseError(stderr, "overlaybd-nbd", err, exitUsage)
 	}
 	usageErr := func(format string, a ...any) int {
@@ -424,16 +448,20 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	code := exitOK
 	select {
 	case <-ctx.Done():
-		log.Info("signal received: finishing requests in flight")
+		log.Info("signal received: finishing requests in flight (a second signal stops waiting for them)")
 	case err := <-serveErr:
 		log.Error("serve", "err", err)
 		code = exitFailure
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Error("shutdown", "err", err)
-		code = exitFailure
+	c, drained := stopServer(srv, quick, log)
+	if !drained {
+		// Requests are still running on the images: finish what keeps
+		// data whole beside them, and leave the images open.
+		finishBeside(images, exports, log)
+		return exitFailure
+	}
+	if c != exitOK {
+		code = c
 	}
 	if c := closeAll(); c != exitOK {
 		code = c
@@ -444,4 +472,75 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 			"read_bytes", st.ReadBytes, "written_bytes", st.WriteBytes, "errors", st.Errors)
 	}
 	return code
+}
+
+// stopServer stops srv: gracefully for up to shutdownGrace, or until quick
+// closes (a second signal); then the remaining connections are closed and
+// their requests get closedGrace to return. It returns exitOK or
+// exitFailure (a sync of the exports failed, or requests in flight had to
+// be cut off without a second signal asking for it), and whether every
+// request has returned.
+func stopServer(srv *nbd.Server, quick <-chan struct{}, log *slog.Logger) (code int, drained bool) {
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(sctx) }()
+	var (
+		hurried bool
+		graceUp = sctx.Done()
+		cutOff  <-chan time.Time
+	)
+	for {
+		select {
+		case err := <-done:
+			switch {
+			case err == nil:
+				return exitOK, true
+			case hurried && onlyCanceled(err):
+				log.Info("connections closed at the second signal")
+				return exitOK, true
+			}
+			log.Error("shutdown", "err", err)
+			return exitFailure, true
+		case <-quick:
+			quick = nil
+			hurried = true
+			log.Warn("second signal: closing the connections without waiting for their requests; trace recordings and uppers are still finished (a third signal ends the process at once)")
+			cancel()
+		case <-graceUp:
+			graceUp = nil
+			cutOff = time.After(closedGrace)
+		case <-cutOff:
+			log.Error("requests still running after their connections were closed; finishing traces and flushing uppers beside them", "waited", closedGrace)
+			return exitFailure, false
+		}
+	}
+}
+
+// onlyCanceled reports whether err, from nbd.Server.Shutdown, says only
+// that its context was cancelled (no sync of an export failed).
+func onlyCanceled(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := j.Unwrap()
+		return len(errs) == 1 && onlyCanceled(errs[0])
+	}
+	return errors.Is(err, context.Canceled)
+}
+
+// finishBeside does, while requests may still run on the images, what
+// Close would do to keep data whole: it finishes each trace recording and
+// flushes each writable image. The images stay open.
+func finishBeside(images []*image.Image, exports []exportArg, log *slog.Logger) {
+	for i, img := range images {
+		if rec := img.TraceRecorder(); rec != nil {
+			if err := rec.Close(); err != nil {
+				log.Error("finish trace", "export", exports[i].name, "err", err)
+			}
+		}
+		if img.Writable() {
+			if err := img.Sync(); err != nil {
+				log.Error("flush upper", "export", exports[i].name, "err", err)
+			}
+		}
+	}
 }

@@ -416,7 +416,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--unix", sock, filepath.Join(dir, "missing.json")}, exitFailure, "missing.json"},
 		{[]string{"--unix", sock, "--service-config-path", filepath.Join(dir, "nope.json"), ro}, exitFailure, "service config"},
 		{[]string{"--unix", sock, "--service_config_path", badPlugin, ro}, exitFailure, "start codec plugins: codecPlugins[0]: codec plugin " + filepath.Join(dir, "no-such-plugin")},
-		{[]string{"--bogus"}, exitUsage, "unknown flag"},
+		{[]string{"--bogus"}, exitUsage, "overlaybd-nbd: unknown flag: --bogus\n"},
+		{[]string{"--bogus", "-Q", "--unix", sock, "--nope=1", ro}, exitUsage, "overlaybd-nbd: unknown flags: --bogus -Q --nope=1\n"},
 	} {
 		var log syncBuffer
 		code := run(context.Background(), tc.args, &log, nil)

@@ -26,7 +26,9 @@ func TestCommandLineErrors(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"--bogus"}, exitUsage, "overlaybd-tcmu: unknown flag: --bogus\n" + cli.Hint + "\n"},
-		{[]string{"-x"}, exitUsage, "overlaybd-tcmu: unknown shorthand flag: 'x' in -x\n" + cli.Hint + "\n"},
+		{[]string{"-x"}, exitUsage, "overlaybd-tcmu: unknown flag: -x\n" + cli.Hint + "\n"},
+		// Every unknown flag is named, in command-line order.
+		{[]string{"--bogus", "a.json", "-vx", "--nope=1"}, exitUsage, "overlaybd-tcmu: unknown flags: --bogus -x --nope=1\n" + cli.Hint + "\n"},
 		{[]string{"--service_config_path"}, exitUsage, "overlaybd-tcmu: flag needs an argument: --service_config_path\n" + cli.Hint + "\n"},
 		{[]string{"--service-config-path"}, exitUsage, "overlaybd-tcmu: flag needs an argument: --service-config-path\n" + cli.Hint + "\n"},
 	} {

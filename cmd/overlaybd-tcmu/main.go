@@ -18,10 +18,19 @@
 // exporter, the registry client and cache for remote lowers, and codec
 // plugins follow overlaybd.json as in upstream; see docs/tcmu.md.
 //
-// On SIGINT or SIGTERM every device is blocked, drained and closed; the
-// devices stay configured in the kernel and the next start re-attaches them.
+// On SIGINT or SIGTERM every device is blocked, drained and closed (trace
+// recordings finished, writable layers flushed); the devices stay configured
+// in the kernel and the next start re-attaches them. A second signal stops
+// waiting for the drain: the devices get 5 s more, and then the trace
+// recordings are finished and the writable layers flushed beside the
+// commands still running, and the daemon exits 1 without closing those
+// images. A third signal ends it at once, by the signal's default action
+// (an unfinished trace is lost: its file stays empty and the next start
+// records again).
+//
 // Exit status 255 is a failed start (bad global configuration), 2 a usage
-// error, 1 a failure to register with the kernel.
+// error, 1 a failure to register with the kernel or a stop cut short by a
+// second signal.
 package main
 
 import (
@@ -30,10 +39,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,12 +71,15 @@ const (
 	readRetry = 7 * 24 * time.Hour
 	// nofileLimit is the hard RLIMIT_NOFILE upstream raises to.
 	nofileLimit = 1 << 20
+	// quickGrace is how long the devices may still take to drain and close
+	// after a second signal.
+	quickGrace = 5 * time.Second
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
-	stop()
+	sig := cli.NotifyShutdown()
+	code := serve(sig.Context(), sig.Quick(), os.Args[1:], os.Stderr)
+	sig.Stop()
 	os.Exit(code)
 }
 
@@ -79,14 +89,26 @@ Serves overlaybd images as SCSI disks through the kernel's TCMU backend
 (modprobe target_core_user). Devices are created through configfs with
 dev_config=overlaybd/<config.v1.json>[;<dev id>]; see docs/tcmu.md.
 
+SIGINT or SIGTERM drains and closes every device (traces finished, writable
+layers flushed). A second signal stops waiting for the drain (5 s more at
+most) but still finishes the traces and flushes the writable layers; a third
+ends the daemon at once.
+
 Flags:
 `
 
+// run is the whole daemon, stopped when ctx ends.
 func run(ctx context.Context, args []string, stderr io.Writer) int {
+	return serve(ctx, nil, args, stderr)
+}
+
+// serve is run with the quick stop of a second signal (see the package
+// documentation).
+func serve(ctx context.Context, quick <-chan struct{}, args []string, stderr io.Writer) int {
 	fs := cli.NewFlagSet("overlaybd-tcmu", stderr, usage)
 	svcPath := fs.String("service-config-path", "", "global configuration (overlaybd.json); default "+config.DefaultGlobalPath)
 	verbose := fs.BoolP("verbose", "v", false, "debug logging, whatever logConfig says")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return cli.PrefixedParseError(stderr, "overlaybd-tcmu", err, exitUsage)
 	}
 	if fs.NArg() > 1 || (fs.NArg() == 1 && *svcPath != "") {
@@ -147,20 +169,51 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitStart
 	}
 
-	d := &daemon{globalPath: path, global: global, log: log, audit: auditLog, metrics: exporter.Metrics(), devIDs: map[string]bool{}}
-	defer d.closeRemote()
+	d := &daemon{globalPath: path, global: global, log: log, audit: auditLog, metrics: exporter.Metrics(), devIDs: map[string]bool{}, files: map[*deviceFile]string{}}
+	drained := true
+	defer func() {
+		if drained {
+			d.closeRemote() // else images still read through them
+		}
+	}()
 	srv, err := tcmu.NewServer(tcmu.Config{Handler: handlerName, Open: d.open, Logger: log, ReadRetry: readRetry})
 	if err != nil {
 		log.Error("tcmulib init failed", "err", err)
 		return exitFailure
 	}
 	log.Info("overlaybd-tcmu starting", "config", path, "pid", os.Getpid())
-	if err := srv.Run(ctx); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	if drained, err = waitRun(done, quick, log); !drained {
+		d.finishBeside()
+		return exitFailure
+	}
+	if err != nil {
 		log.Error("tcmulib init failed", "err", err)
 		return exitFailure
 	}
 	log.Info("overlaybd-tcmu stopped")
 	return 0
+}
+
+// waitRun waits for the server's Run to return its error on done. When
+// quick closes first (a second signal), Run gets quickGrace more; if it
+// has not returned by then, waitRun returns drained false.
+func waitRun(done <-chan error, quick <-chan struct{}, log *slog.Logger) (drained bool, err error) {
+	var cutOff <-chan time.Time
+	for {
+		select {
+		case err := <-done:
+			return true, err
+		case <-quick:
+			quick = nil
+			log.Warn("second signal: waiting at most 5 s more for the devices to drain; trace recordings and writable layers are finished all the same (a third signal ends the daemon at once)")
+			cutOff = time.After(quickGrace)
+		case <-cutOff:
+			log.Error("devices still draining; finishing trace recordings and flushing writable layers beside them", "waited", quickGrace)
+			return false, nil
+		}
+	}
 }
 
 // raiseNoFile raises the hard RLIMIT_NOFILE to 1048576 when it is lower, as
@@ -186,7 +239,8 @@ type daemon struct {
 	metrics    *metrics.Metrics // nil when the exporter is off
 
 	mu     sync.Mutex
-	devIDs map[string]bool // dev ids of open devices
+	devIDs map[string]bool        // dev ids of open devices
+	files  map[*deviceFile]string // open devices, by name
 
 	// The registry client and the cache are made at the first device with
 	// a remote lower and shared by all devices until the daemon stops.
@@ -307,7 +361,7 @@ func (d *daemon) open(ctx context.Context, dev tcmu.DeviceInfo) (tcmu.Image, err
 	if name == "" {
 		name = path
 	}
-	f := &deviceFile{Image: img, release: func() {
+	f := &deviceFile{Image: img, d: d, release: func() {
 		if opener != nil {
 			if err := opener.Close(); err != nil {
 				d.log.Error("stop background downloads", "device", name, "err", err)
@@ -316,7 +370,30 @@ func (d *daemon) open(ctx context.Context, dev tcmu.DeviceInfo) (tcmu.Image, err
 		d.metrics.DeleteDevice(name)
 		d.release(devID)
 	}}
+	d.mu.Lock()
+	d.files[f] = name
+	d.mu.Unlock()
 	return tcmu.Image{File: d.metrics.WrapFile(name, f), ReadOnly: !img.Writable()}, nil
+}
+
+// finishBeside does, while commands may still run on the open devices'
+// images, what closing them would do to keep data whole: it finishes each
+// trace recording and flushes each writable image. The images stay open.
+func (d *daemon) finishBeside() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for f, name := range d.files {
+		if rec := f.TraceRecorder(); rec != nil {
+			if err := rec.Close(); err != nil {
+				d.log.Error("finish trace", "device", name, "err", err)
+			}
+		}
+		if f.Writable() {
+			if err := f.Sync(); err != nil {
+				d.log.Error("flush writable layer", "device", name, "err", err)
+			}
+		}
+	}
 }
 
 func (d *daemon) release(devID string) {
@@ -332,11 +409,15 @@ func (d *daemon) release(devID string) {
 // frees its dev id when the device closes.
 type deviceFile struct {
 	*image.Image
+	d       *daemon
 	release func()
 }
 
 // Close closes the image and frees its dev id.
 func (f *deviceFile) Close() error {
+	f.d.mu.Lock()
+	delete(f.d.files, f)
+	f.d.mu.Unlock()
 	defer f.release()
 	return f.Image.Close()
 }
