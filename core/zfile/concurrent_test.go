@@ -11,10 +11,19 @@ import (
 
 // TestConcurrentReaders reads one Reader from many goroutines with a cache
 // far smaller than the file, so that entries are evicted while others read,
-// then closes it.
+// then closes it; once with the registry's codec and once through a
+// batching codec.
 func TestConcurrentReaders(t *testing.T) {
-	for _, rel := range []string{"zfile/plain.zstd-bs8-hdroverwrite.zfile", "zfile/plain.lz4-bs32.zfile"} {
-		r, err := zfile.Open(openVector(t, rel), zfile.WithCacheBytes(128<<10), zfile.WithWorkers(3))
+	for _, tc := range []struct {
+		rel     string
+		batched bool
+	}{{"zfile/plain.zstd-bs8-hdroverwrite.zfile", false}, {"zfile/plain.lz4-bs32.zfile", false}, {"zfile/plain.lz4-bs4.zfile", true}, {"zfile/plain.zstd-bs8-hdroverwrite.zfile", true}} {
+		rel := tc.rel
+		opts := []zfile.ReaderOption{zfile.WithCacheBytes(128 << 10), zfile.WithWorkers(3)}
+		if tc.batched {
+			opts = append(opts, zfile.WithCodec(&batcher{Codec: fileCodec(t, readVector(t, rel))}))
+		}
+		r, err := zfile.Open(openVector(t, rel), opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

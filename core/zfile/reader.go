@@ -21,6 +21,9 @@ const (
 	readWindow = 1 << 20
 	// groupShift sets how many blocks share one 64-bit base offset.
 	groupShift = 6
+	// batchMax bounds the blocks of one batched codec call: 64 blocks of
+	// 64 KiB, in and out, fill one data plane lane of the plugin host.
+	batchMax = 64
 )
 
 // windows holds *[]byte buffers of readWindow bytes for compressed data,
@@ -34,6 +37,7 @@ type readerConfig struct {
 	cacheBytes int64
 	workers    int
 	checksum   core.Checksum
+	codec      core.Codec // set by tests: used instead of the registry's
 }
 
 // WithCacheBytes sets the budget of the decoded-block cache (0 disables it).
@@ -65,7 +69,8 @@ type Reader struct {
 	base []int64  // offset of block g<<groupShift
 	rel  []uint32 // offset of block i minus base[i>>groupShift]
 
-	last   int64 // offset just past the last block
+	last   int64           // offset just past the last block
+	batch  core.BatchCodec // the codec when it batches (a codec plugin), else nil
 	cache  *blockCache
 	work   int
 	blocks sync.Pool // *[]byte of bs bytes
@@ -153,7 +158,7 @@ func Open(f core.File, opts ...ReaderOption) (*Reader, error) {
 		}
 		h = t
 	}
-	r := &Reader{f: f, hdr: *h, first: *first, cs: cfg.checksum, work: cfg.workers}
+	r := &Reader{f: f, hdr: *h, first: *first, cs: cfg.checksum, work: cfg.workers, codec: cfg.codec}
 	if err := r.load(fsize); err != nil {
 		return nil, err
 	}
@@ -197,7 +202,11 @@ func (r *Reader) load(fsize int64) error {
 	if err != nil {
 		return err
 	}
+	if r.codec != nil {
+		codec = r.codec
+	}
 	r.algo, r.codec = name, codec
+	r.batch, _ = codec.(core.BatchCodec)
 	// The table is read in 1 MiB pieces straight into the offset arrays,
 	// so a large file costs about 4 bytes of memory per block.
 	r.base = make([]int64, (r.nblocks>>groupShift)+1)
@@ -340,16 +349,22 @@ func (r *Reader) read(p []byte, off int64) error {
 	first := off / r.bs
 	last := (off + int64(len(p)) - 1) / r.bs
 	if last-first < 4 {
-		return r.readSpan(p, off, first, last, true)
+		return r.readSpan(p, off, first, last)
 	}
 	// Cut the span into windows of compressed data and decode them on up
 	// to r.work goroutines. With several workers, spans of about a quarter
 	// of each worker's share balance the load; one worker takes whole
 	// windows (fewer, larger reads of the file below measured faster). Spans
 	// are cut as they are claimed, so a read allocates nothing for them.
+	// A batching codec (a plugin) pays a round trip per span, so it gets
+	// one span per worker: the other process balances the load.
 	window := int64(readWindow)
 	if r.work > 1 {
-		window = (r.blockOffset(last+1) - r.blockOffset(first)) / int64(4*r.work)
+		parts := int64(4 * r.work)
+		if r.batch != nil {
+			parts = int64(r.work)
+		}
+		window = (r.blockOffset(last+1) - r.blockOffset(first)) / parts
 		window = min(max(window, 64<<10), readWindow)
 	}
 	if r.work <= 1 || r.blockOffset(last+1)-r.blockOffset(first) <= window {
@@ -402,7 +417,7 @@ func (r *Reader) read(p []byte, off int64) error {
 func (r *Reader) readBlocks(p []byte, off, b, e int64) error {
 	lo := max(off, b*r.bs)
 	hi := min(off+int64(len(p)), (e+1)*r.bs)
-	return r.readSpan(p[lo-off:hi-off], lo, b, e, false)
+	return r.readSpan(p[lo-off:hi-off], lo, b, e)
 }
 
 // spanEnd returns the last block of the span that starts at block b: as
@@ -418,9 +433,14 @@ func (r *Reader) spanEnd(b, last, window int64) int64 {
 
 // readSpan fills p with the original bytes at off, which lie in blocks
 // first..last, fetching their compressed bytes with one read when they fit
-// in a window. Blocks that p covers completely are decoded straight into p;
-// the others go through the cache.
-func (r *Reader) readSpan(p []byte, off, first, last int64, small bool) error {
+// in a window. Blocks that p covers completely are decoded straight into p
+// without a cache lookup (only partial reads fill the cache, and a lookup
+// that misses costs a lock and a map probe per block); the others go
+// through the cache.
+func (r *Reader) readSpan(p []byte, off, first, last int64) error {
+	if r.batch != nil && last > first {
+		return r.readSpanBatched(p, off, first, last)
+	}
 	start := r.blockOffset(first)
 	end := r.blockOffset(last + 1)
 	var comp []byte
@@ -454,7 +474,7 @@ func (r *Reader) readSpan(p []byte, off, first, last int64, small bool) error {
 		hi := min(off+int64(len(p)), bOff+bLen)
 		dst := p[lo-off : hi-off]
 		whole := lo == bOff && hi == bOff+bLen
-		if r.cache != nil && (small || !whole) && r.cache.copyOut(i, dst, int(lo-bOff)) {
+		if r.cache != nil && !whole && r.cache.copyOut(i, dst, int(lo-bOff)) {
 			continue
 		}
 		if err := fetch(); err != nil {
@@ -532,23 +552,50 @@ func (r *Reader) decode(dst, stored []byte, i int64) error {
 		payload = stored[:len(stored)-4]
 		want := binary.LittleEndian.Uint32(stored[len(stored)-4:])
 		if got := r.cs.Update(BlockCRCSeed, payload); got != want {
-			return fmt.Errorf("zfile: block %d at %d: stored CRC %#08x, computed %#08x: %w (%w)",
-				i, r.blockOffset(i), want, got, core.ErrChecksum, core.ErrCorrupt)
+			return r.crcError(i, want, got)
 		}
 	}
 	// Clip the capacity: dst is often a window of the caller's buffer whose
 	// neighbouring blocks other goroutines are decoding.
 	n, err := r.codec.Decompress(dst[:len(dst):len(dst)], payload)
+	if err != nil || n != len(dst) {
+		return r.decodeError(i, n, len(dst), err)
+	}
+	return nil
+}
+
+// payload verifies the CRC of stored block i, when the file has block CRCs,
+// and returns the compressed bytes without it (decode does the same
+// inline).
+func (r *Reader) payload(stored []byte, i int64) ([]byte, error) {
+	if !r.hdr.Verify {
+		return stored, nil
+	}
+	payload := stored[:len(stored)-4]
+	want := binary.LittleEndian.Uint32(stored[len(stored)-4:])
+	if got := r.cs.Update(BlockCRCSeed, payload); got != want {
+		return nil, r.crcError(i, want, got)
+	}
+	return payload, nil
+}
+
+// crcError is the error of block i whose stored CRC is want and computed
+// CRC got.
+func (r *Reader) crcError(i int64, want, got uint32) error {
+	return fmt.Errorf("zfile: block %d at %d: stored CRC %#08x, computed %#08x: %w (%w)",
+		i, r.blockOffset(i), want, got, core.ErrChecksum, core.ErrCorrupt)
+}
+
+// decodeError is the error of block i whose codec returned n bytes of the
+// want expected, and err.
+func (r *Reader) decodeError(i int64, n, want int, err error) error {
 	if err != nil {
 		if !errors.Is(err, core.ErrCorrupt) {
 			err = fmt.Errorf("%w (%w)", err, core.ErrCorrupt)
 		}
 		return fmt.Errorf("zfile: block %d at %d: %w", i, r.blockOffset(i), err)
 	}
-	if n != len(dst) {
-		return fmt.Errorf("zfile: block %d at %d decodes to %d bytes, want %d: %w", i, r.blockOffset(i), n, len(dst), core.ErrCorrupt)
-	}
-	return nil
+	return fmt.Errorf("zfile: block %d at %d decodes to %d bytes, want %d: %w", i, r.blockOffset(i), n, want, core.ErrCorrupt)
 }
 
 // VerifyBlocks checks the stored CRC of every block without decompressing,
@@ -583,8 +630,7 @@ func (r *Reader) VerifyBlocks() error {
 			payload := stored[:len(stored)-4]
 			want := binary.LittleEndian.Uint32(stored[len(stored)-4:])
 			if got := r.cs.Update(BlockCRCSeed, payload); got != want {
-				return fmt.Errorf("zfile: block %d at %d: stored CRC %#08x, computed %#08x: %w (%w)",
-					i, r.blockOffset(i), want, got, core.ErrChecksum, core.ErrCorrupt)
+				return r.crcError(i, want, got)
 			}
 		}
 		b = e + 1

@@ -9,6 +9,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
 	"github.com/overlaybd-go/overlaybd/plugins/examples/zstd-cgo/libzstd"
+	"github.com/overlaybd-go/overlaybd/plugins/internal/plugintest"
 )
 
 // benchBlocks cuts the plain ZFile test input into blocks of bs bytes and
@@ -195,4 +196,17 @@ func BenchmarkDecodeRatios(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkZFileRatios measures ZFile reads of 64 KiB-block files through
+// the plugin (batched, and one block per call) against libzstd in process
+// (see plugintest.ZFileReadRatios).
+//
+//	go test -run '^$' -bench ZFileRatios -benchtime 100x -count 5 ./plugins/examples/zstd-cgo/
+func BenchmarkZFileRatios(b *testing.B) {
+	shm, err := startPlugin(b).Codec("zstd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	plugintest.ZFileReadRatios(b, "zstd", libzstd.Codec{}, shm)
 }
