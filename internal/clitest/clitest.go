@@ -3,8 +3,8 @@
 // real process (exit status, standard output, standard error); comparing an
 // output file with a vector; reading a layer through its envelopes; building
 // a codec plugin; writing a service configuration that lists codec plugins;
-// and checking CLI11's help and missing-value error in the tools that keep
-// upstream's contract.
+// and checking CLI11's help, missing-value error and extras error (unknown
+// flags, positionals too many) in the tools that keep upstream's contract.
 //
 // A tool's tests re-execute their binary through Main and Run:
 //

@@ -34,12 +34,28 @@ func UpstreamHelp(t *testing.T, usage string) {
 
 // MissingValue runs the tool with args, whose last is a flag without its
 // value, and checks CLI11's ArgumentMismatch: msg ("--bs: 1 required INT
-// missing") and the hint on standard error, nothing on standard output, exit
-// status 114.
+// missing"; the flag named as CLI11 names it, "-p" as "--parent-uuid": see
+// cli.CLI11Name) and the hint on standard error, nothing on standard
+// output, exit status 114.
 func MissingValue(t *testing.T, msg string, args ...string) {
 	t.Helper()
 	code, out, errOut := Run(t, t.TempDir(), args...)
 	if code != cli.ExitArgumentMismatch || out != "" || errOut != msg+"\n"+cli.Hint+"\n" {
 		t.Fatalf("%q: exit %d, stdout %q, stderr %q; want %d and %q", args, code, out, errOut, cli.ExitArgumentMismatch, msg)
+	}
+}
+
+// Extras runs the tool with args, which hold unknown flags or positional
+// arguments too many, and checks CLI11's ExtrasError: msg ("The following
+// arguments were not expected: --b --a", CLI11 2.2.0 listing them last
+// first) and the hint on standard error, nothing on standard output, exit
+// status 109. A tool names every unknown flag when it parses with
+// cli.Upstream(stderr).Parse; one that calls FlagSet.Parse stops at the
+// first.
+func Extras(t *testing.T, msg string, args ...string) {
+	t.Helper()
+	code, out, errOut := Run(t, t.TempDir(), args...)
+	if code != cli.ExitExtras || out != "" || errOut != msg+"\n"+cli.Hint+"\n" {
+		t.Fatalf("%q: exit %d, stdout %q, stderr %q; want %d and %q", args, code, out, errOut, cli.ExitExtras, msg)
 	}
 }
