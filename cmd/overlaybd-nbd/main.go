@@ -20,13 +20,12 @@
 // 10809.
 //
 // On SIGINT or SIGTERM the server stops accepting connections, finishes the
-// requests in flight (for up to 30 s; then their connections are closed),
-// finishes trace recordings (recordTracePath), flushes and closes the upper
-// layers and exits 0. A second signal stops the wait for requests in
-// flight: their connections are closed at once, the requests still running
-// get 5 s more, and then the traces are finished and the uppers flushed as
-// before. If a request is still running then (a read stuck on a registry),
-// the traces and the flushes of the uppers are done all the same, beside it,
+// requests in flight, finishes trace recordings (recordTracePath), flushes
+// and closes the upper layers and exits 0. The requests in flight get 30 s;
+// a second signal cuts that wait short (and the stop still exits 0 when the
+// rest succeeds). Then their connections are closed, and the requests still
+// running get 5 s more. If one is still running after that (a read stuck
+// on a registry), the traces are finished and the uppers flushed beside it,
 // and the server exits 1 without closing the images. A third signal ends
 // the process at once, by the signal's default action: an unfinished trace
 // is lost (the trace file stays empty and the next start records again).
