@@ -113,7 +113,9 @@ type Registry struct {
 
 var logOnce sync.Once
 
-// New starts a registry that stops when the test ends.
+// New starts a registry that stops when the test ends: its servers close,
+// then the registry app shuts down, so that its goroutines end and its
+// in-memory storage, with every blob pushed, becomes garbage.
 func New(t testing.TB, o Options) *Registry {
 	t.Helper()
 	logOnce.Do(func() {
