@@ -198,14 +198,14 @@ func (r *recording) signal(t *testing.T, sig os.Signal, waitFor string) {
 
 // exit waits for the process and returns its exit status; death by a
 // signal fails the test.
-func (r *recording) exit(t *testing.T) int {
+func (r *recording) exit(t *testing.T, limit time.Duration) int {
 	t.Helper()
 	var err error
 	select {
 	case err = <-r.waited:
 		r.waited <- err
-	case <-time.After(40 * time.Second):
-		t.Fatalf("overlaybd-nbd did not exit:\n%s", r.log)
+	case <-time.After(limit):
+		t.Fatalf("overlaybd-nbd did not exit within %v:\n%s", limit, r.log)
 	}
 	if err == nil {
 		return 0
@@ -274,27 +274,11 @@ func TestSecondSignalFinishesTrace(t *testing.T) {
 	}
 	bin := buildServer(t, t.TempDir())
 	r := startRecording(t, bin)
-	// Every registry request from now on stalls for longer than the test.
-	r.proxy.SetDecide(func(int64, *http.Request) registrytest.Fault {
-		return registrytest.Fault{Kind: registrytest.Slow, Delay: 5 * time.Minute}
-	})
-	stuck := make(chan error, 1)
-	go func() {
-		b := make([]byte, 64<<10)
-		_, err := r.client.ReadAt(b, int64(layerSize-len(b)))
-		stuck <- err
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for r.proxy.Injected.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no registry request stalled:\n%s", r.log)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	r.stallRead(t)
 	start := time.Now()
 	r.signal(t, syscall.SIGTERM, "signal received")
 	r.signal(t, syscall.SIGINT, "")
-	if code := r.exit(t); code != exitFailure {
+	if code := r.exit(t, 40*time.Second); code != exitFailure {
 		t.Errorf("exit %d, want %d:\n%s", code, exitFailure, r.log)
 	}
 	if d := time.Since(start); d > 25*time.Second {
@@ -304,6 +288,27 @@ func TestSecondSignalFinishesTrace(t *testing.T) {
 		t.Errorf("the log does not tell the second signal and the request left running:\n%s", log)
 	}
 	r.check(t)
+}
+
+// stallRead makes every registry request stall for longer than the test
+// and starts a read that goes to the registry; it returns once the proxy
+// holds that request.
+func (r *recording) stallRead(t *testing.T) {
+	t.Helper()
+	r.proxy.SetDecide(func(int64, *http.Request) registrytest.Fault {
+		return registrytest.Fault{Kind: registrytest.Slow, Delay: 5 * time.Minute}
+	})
+	go func() {
+		b := make([]byte, 64<<10)
+		r.client.ReadAt(b, int64(layerSize-len(b)))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.proxy.Injected.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no registry request stalled:\n%s", r.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // TestSecondSignalQuickStop: two signals in a row with nothing stuck stop
@@ -316,7 +321,7 @@ func TestSecondSignalQuickStop(t *testing.T) {
 	r := startRecording(t, bin)
 	r.signal(t, syscall.SIGTERM, "")
 	r.signal(t, syscall.SIGINT, "")
-	if code := r.exit(t); code != exitOK {
+	if code := r.exit(t, 40*time.Second); code != exitOK {
 		t.Errorf("exit %d:\n%s", code, r.log)
 	}
 	r.check(t)
