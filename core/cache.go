@@ -62,6 +62,13 @@ type CacheConfig struct {
 	Logger *slog.Logger
 	// Audit receives the cache's audit events (nil: none).
 	Audit Auditor
+	// Engine performs the IO of the cache's own files (nil: a psync
+	// engine of the cache's own). The cache closes it only when
+	// CloseEngine is set, after its files.
+	Engine Engine
+	// CloseEngine hands Engine to the cache, which closes it in Close
+	// (for an engine made for the cache alone).
+	CloseEngine bool
 }
 
 // Auditor records data-path events in the audit log (REMOTE.md §11.2);

@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -32,13 +31,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaybd-go/overlaybd/caches/internal/auditing"
+	"github.com/overlaybd-go/overlaybd/caches/internal/cachefile"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/audit"
 )
 
 func init() {
 	core.Caches.Register("download", core.NoNumber, func(cfg core.CacheConfig) (core.Cache, error) {
-		return New(Options{RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit})
+		return New(Options{RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit,
+			Engine: cfg.Engine, CloseEngine: cfg.CloseEngine})
 	})
 }
 
@@ -58,13 +59,20 @@ type Options struct {
 	// Audit receives file:read and file:write events of the download
 	// files (nil: none; see also SetAuditor).
 	Audit core.Auditor
+	// Engine performs the IO of the download files (nil: a psync engine
+	// of the cache's own). It is closed by Close only with CloseEngine.
+	Engine core.Engine
+	// CloseEngine makes Close close Engine.
+	CloseEngine bool
 }
 
 // Cache is the download cache. It is safe for concurrent use.
 type Cache struct {
-	refill int64
-	log    *slog.Logger
-	closed atomic.Bool
+	refill    int64
+	log       *slog.Logger
+	eng       core.Engine
+	ownEngine bool
+	closed    atomic.Bool
 
 	hits, misses, fetched, served, storeFailures atomic.Uint64
 	fullWarned                                   atomic.Bool
@@ -83,7 +91,8 @@ func New(o Options) (*Cache, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	c := &Cache{refill: o.RefillSize, log: o.Logger}
+	eng, own := cachefile.Engine(o.Engine, o.Logger)
+	c := &Cache{refill: o.RefillSize, log: o.Logger, eng: eng, ownEngine: own || o.CloseEngine}
 	c.audit.Set(o.Audit)
 	return c, nil
 }
@@ -104,10 +113,16 @@ func (c *Cache) Stats() core.CacheStats {
 		FetchedBytes: c.fetched.Load(), ServedBytes: c.served.Load(), StoreFailures: c.storeFailures.Load()}
 }
 
-// Close marks the cache closed.
+// Engine returns the engine that performs the IO of the download files.
+func (c *Cache) Engine() core.Engine { return c.eng }
+
+// Close marks the cache closed and closes its engine when it owns it
+// (the files it opened must be closed first).
 func (c *Cache) Close() error {
-	c.closed.Store(true)
-	return nil
+	if c.closed.Swap(true) || !c.ownEngine {
+		return nil
+	}
+	return c.eng.Close()
 }
 
 // Open returns a read-only file with the content of src, cached in the
@@ -122,14 +137,14 @@ func (c *Cache) Open(ctx context.Context, src core.Source) (core.File, error) {
 		return f, nil
 	}
 	path := filepath.Join(ds.LayerDir(), FileName)
-	fh, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	fh, err := cachefile.Open(c.eng, path)
 	if err != nil {
 		return nil, fmt.Errorf("download cache: %w", err)
 	}
-	st, err := fh.Stat()
-	if err == nil && st.Size() != src.Size() {
+	size, _, err := fh.Stat()
+	if err == nil && size != src.Size() {
 		// A file of another size is not this blob's: start afresh.
-		err = errors.Join(fh.Truncate(0), fh.Truncate(src.Size()))
+		err = fh.Reset(src.Size())
 	}
 	if err != nil {
 		fh.Close()
@@ -144,7 +159,7 @@ func (c *Cache) Open(ctx context.Context, src core.Source) (core.File, error) {
 type File struct {
 	c    *Cache
 	src  core.Source
-	fh   *os.File
+	fh   *cachefile.File
 	path string
 
 	mu     sync.RWMutex // exclusive for Close and Invalidate
@@ -348,18 +363,17 @@ func (f *File) serveUnstored(q []byte, off int64, buf []byte, s0 int64) error {
 // missing returns the first and last byte offsets of holes in [a0, a1)
 // (first < 0: none), trimming data only from both ends as upstream does.
 func (f *File) missing(a0, a1 int64) (first, last int64, err error) {
-	fd := int(f.fh.Fd())
 	first, last = -1, -1
 	pos := a0
 	for pos < a1 {
-		hole, err := unix.Seek(fd, pos, unix.SEEK_HOLE)
+		hole, err := f.fh.SeekHole(pos)
 		if err != nil {
 			return 0, 0, fmt.Errorf("download cache %s: seek: %w", f.path, err)
 		}
 		if hole >= a1 {
 			break
 		}
-		data, err := unix.Seek(fd, hole, unix.SEEK_DATA)
+		data, err := f.fh.SeekData(hole)
 		if err != nil {
 			if errors.Is(err, unix.ENXIO) {
 				data = a1
@@ -408,7 +422,7 @@ func (f *File) fill(ctx context.Context, first, last, size int64) (unstored []by
 	// as data: punch the whole span (to the block after its end) out.
 	f.c.storeFailures.Add(1)
 	pend := (s1 + align - 1) / align * align
-	if perr := unix.Fallocate(int(f.fh.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s0, pend-s0); perr != nil {
+	if perr := f.fh.Punch(s0, pend-s0); perr != nil {
 		return nil, 0, fmt.Errorf("download cache %s: write: %w; undo: %w", f.path, werr, perr)
 	}
 	if !isNoSpace(werr) {
@@ -504,7 +518,7 @@ func (f *File) Invalidate(off, length int64) error {
 	}
 	a0 := max(off, 0) / align * align
 	a1 := (off + length + align - 1) / align * align
-	if err := unix.Fallocate(int(f.fh.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, a0, a1-a0); err != nil {
+	if err := f.fh.Punch(a0, a1-a0); err != nil {
 		return fmt.Errorf("download cache %s: invalidate: %w", f.path, err)
 	}
 	return nil

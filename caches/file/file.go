@@ -34,12 +34,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaybd-go/overlaybd/caches/internal/auditing"
+	"github.com/overlaybd-go/overlaybd/caches/internal/cachefile"
 	"github.com/overlaybd-go/overlaybd/core"
 )
 
 func init() {
 	core.Caches.Register("file", core.NoNumber, func(cfg core.CacheConfig) (core.Cache, error) {
-		return New(Options{Dir: cfg.Dir, CapacityBytes: cfg.CapacityBytes, RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit})
+		return New(Options{Dir: cfg.Dir, CapacityBytes: cfg.CapacityBytes, RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit,
+			Engine: cfg.Engine, CloseEngine: cfg.CloseEngine})
 	})
 }
 
@@ -76,6 +78,11 @@ type Options struct {
 	// Audit receives upstream's file:read, file:write and eviction
 	// events (nil: none; see also SetAuditor).
 	Audit core.Auditor
+	// Engine performs the IO of the cache files (nil: a psync engine of
+	// the cache's own). It is closed by Close only with CloseEngine.
+	Engine core.Engine
+	// CloseEngine makes Close close Engine.
+	CloseEngine bool
 }
 
 // Cache is the full-file sparse cache. It is safe for concurrent use.
@@ -85,6 +92,8 @@ type Cache struct {
 	refill   int64
 	minFree  int64
 	log      *slog.Logger
+	eng      core.Engine
+	ownEng   bool
 
 	mu      sync.Mutex
 	stores  map[string]*store
@@ -130,6 +139,8 @@ func New(o Options) (*Cache, error) {
 	if err := c.scan(); err != nil {
 		return nil, err
 	}
+	c.eng, c.ownEng = cachefile.Engine(o.Engine, c.log)
+	c.ownEng = c.ownEng || o.CloseEngine
 	c.wg.Add(1)
 	go c.evictLoop()
 	return c, nil
@@ -211,10 +222,17 @@ func (c *Cache) Close() error {
 	close(c.stop)
 	c.wg.Wait()
 	if open > 0 {
+		// The engine stays open for the files still in use.
 		return fmt.Errorf("file cache: closed with %d files open", open)
+	}
+	if c.ownEng {
+		return c.eng.Close()
 	}
 	return nil
 }
+
+// Engine returns the engine that performs the IO of the cache files.
+func (c *Cache) Engine() core.Engine { return c.eng }
 
 func (c *Cache) evictLoop() {
 	defer c.wg.Done()

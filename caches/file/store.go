@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/overlaybd-go/overlaybd/caches/internal/cachefile"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/audit"
 )
@@ -47,8 +45,8 @@ type store struct {
 	// mu guards the files and the page table: readers and fillers hold
 	// it shared, open/clear/close hold it exclusively.
 	mu    sync.RWMutex
-	data  *os.File
-	meta  *os.File
+	data  *cachefile.File
+	meta  *cachefile.File
 	size  int64
 	pages []atomic.Uint64
 
@@ -69,11 +67,11 @@ func (s *store) open(size int64) (delta int64, err error) {
 		}
 		return 0, nil
 	}
-	data, err := os.OpenFile(s.path(), os.O_RDWR|os.O_CREATE, 0o644)
+	data, err := cachefile.Open(s.c.eng, s.path())
 	if err != nil {
 		return 0, fmt.Errorf("file cache: %w", err)
 	}
-	meta, err := os.OpenFile(s.path()+crcSuffix, os.O_RDWR|os.O_CREATE, 0o644)
+	meta, err := cachefile.Open(s.c.eng, s.path()+crcSuffix)
 	if err != nil {
 		data.Close()
 		return 0, fmt.Errorf("file cache: %w", err)
@@ -96,7 +94,7 @@ func (s *store) open(size int64) (delta int64, err error) {
 			valid = true
 		}
 	}
-	if st, err := data.Stat(); err != nil || st.Size() != size {
+	if dsize, _, err := data.Stat(); err != nil || dsize != size {
 		valid = false
 	}
 	if !valid {
@@ -118,8 +116,7 @@ func (s *store) resetLocked() error {
 	copy(hdr, crcMagic)
 	binary.LittleEndian.PutUint64(hdr[8:], uint64(s.size))
 	binary.LittleEndian.PutUint32(hdr[16:], PageSize)
-	err := errors.Join(s.data.Truncate(0), s.data.Truncate(s.size),
-		s.meta.Truncate(0), s.meta.Truncate(crcHeader+8*int64(len(s.pages))))
+	err := errors.Join(s.data.Reset(s.size), s.meta.Reset(crcHeader+8*int64(len(s.pages))))
 	if err == nil {
 		_, err = s.meta.WriteAt(hdr, 0)
 	}
@@ -149,10 +146,12 @@ func (s *store) measure() int64 {
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	var total int64
-	for _, f := range []*os.File{s.data, s.meta} {
-		var st unix.Stat_t
-		if f != nil && unix.Fstat(int(f.Fd()), &st) == nil {
-			total += st.Blocks * 512
+	for _, f := range []*cachefile.File{s.data, s.meta} {
+		if f == nil {
+			continue
+		}
+		if _, alloc, err := f.Stat(); err == nil {
+			total += alloc
 		}
 	}
 	return total - s.used.Swap(total)
@@ -263,7 +262,7 @@ func (s *store) dropPageLocked(i int64) {
 	s.pages[i].Store(0)
 	var zero [8]byte
 	s.meta.WriteAt(zero[:], crcHeader+8*i)
-	unix.Fallocate(int(s.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, i*PageSize, PageSize)
+	s.data.Punch(i*PageSize, PageSize)
 	s.c.invalidations.Add(1)
 }
 
@@ -406,7 +405,7 @@ func (s *store) store(buf []byte, off int64) {
 	}
 	if err != nil {
 		// Leave nothing half-written behind.
-		unix.Fallocate(int(s.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		s.data.Punch(off, n)
 	}
 	delta := s.measure()
 	s.mu.RUnlock()

@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaybd-go/overlaybd/caches/internal/auditing"
+	"github.com/overlaybd-go/overlaybd/caches/internal/cachefile"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/audit"
 )
@@ -42,7 +43,7 @@ import (
 func init() {
 	core.Caches.Register("ocf", core.NoNumber, func(cfg core.CacheConfig) (core.Cache, error) {
 		return New(Options{Dir: cfg.Dir, CapacityBytes: cfg.CapacityBytes, BlockSize: cfg.BlockSize,
-			RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit})
+			RefillSize: cfg.RefillSize, Logger: cfg.Logger, Audit: cfg.Audit, Engine: cfg.Engine, CloseEngine: cfg.CloseEngine})
 	})
 }
 
@@ -80,6 +81,12 @@ type Options struct {
 	// Audit receives file:read, file:write and eviction events (nil:
 	// none; see also SetAuditor).
 	Audit core.Auditor
+	// Engine performs the IO of the media and metadata files (nil: a
+	// psync engine of the cache's own). It is closed by Close only with
+	// CloseEngine.
+	Engine core.Engine
+	// CloseEngine makes Close close Engine.
+	CloseEngine bool
 }
 
 type blockKey struct {
@@ -104,8 +111,10 @@ type Cache struct {
 	refill int64
 	nslots int64
 	log    *slog.Logger
-	media  *os.File
-	meta   *os.File
+	eng    core.Engine
+	ownEng bool
+	media  *cachefile.File
+	meta   *cachefile.File
 
 	mu     sync.Mutex
 	slots  []*slot
@@ -166,17 +175,27 @@ func New(o Options) (*Cache, error) {
 		c.log = slog.Default()
 	}
 	c.audit.Set(o.Audit)
+	c.eng, c.ownEng = cachefile.Engine(o.Engine, c.log)
+	c.ownEng = c.ownEng || o.CloseEngine
+	closeEngine := func() {
+		if c.ownEng {
+			c.eng.Close()
+		}
+	}
 	var err error
-	if c.media, err = os.OpenFile(filepath.Join(o.Dir, MediaName), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+	if c.media, err = cachefile.Open(c.eng, filepath.Join(o.Dir, MediaName)); err != nil {
+		closeEngine()
 		return nil, fmt.Errorf("ocf cache: %w", err)
 	}
-	if c.meta, err = os.OpenFile(filepath.Join(o.Dir, MetaName), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+	if c.meta, err = cachefile.Open(c.eng, filepath.Join(o.Dir, MetaName)); err != nil {
 		c.media.Close()
+		closeEngine()
 		return nil, fmt.Errorf("ocf cache: %w", err)
 	}
 	if err := c.load(); err != nil {
 		c.media.Close()
 		c.meta.Close()
+		closeEngine()
 		return nil, err
 	}
 	c.preallocate()
@@ -190,26 +209,24 @@ func New(o Options) (*Cache, error) {
 func (c *Cache) preallocate() {
 	var need int64
 	files := []struct {
-		f    *os.File
+		f    *cachefile.File
 		size int64
 	}{{c.media, c.nslots * c.bs}, {c.meta, metaHeader + c.nslots*entrySize}}
 	for _, x := range files {
-		var st unix.Stat_t
-		if err := unix.Fstat(int(x.f.Fd()), &st); err == nil {
-			need += max(0, x.size-st.Blocks*512)
+		if _, alloc, err := x.f.Stat(); err == nil {
+			need += max(0, x.size-alloc)
 		}
 	}
 	if need == 0 {
 		return
 	}
-	var fs unix.Statfs_t
-	if err := unix.Fstatfs(int(c.media.Fd()), &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < need {
+	if fs, err := c.media.Statfs(); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < need {
 		c.log.Warn("ocf cache: not enough free space to reserve the cache files; they stay sparse",
 			"dir", c.dir, "need", need, "free", int64(fs.Bavail)*int64(fs.Bsize))
 		return
 	}
 	for _, x := range files {
-		if err := unix.Fallocate(int(x.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, x.size); err != nil {
+		if err := x.f.Allocate(0, x.size); err != nil {
 			c.log.Warn("ocf cache: cannot reserve the cache files; they stay sparse", "dir", c.dir, "err", err)
 			return
 		}
@@ -233,8 +250,7 @@ func (c *Cache) load() error {
 	size := metaHeader + c.nslots*entrySize
 	if err != nil || string(got[:28]) != string(want[:28]) {
 		// New cache, or another geometry: start empty.
-		if err := errors.Join(c.meta.Truncate(0), c.meta.Truncate(size), c.media.Truncate(0),
-			c.media.Truncate(c.nslots*c.bs)); err != nil {
+		if err := errors.Join(c.meta.Reset(size), c.media.Reset(c.nslots*c.bs)); err != nil {
 			return fmt.Errorf("ocf cache: reset: %w", err)
 		}
 		if _, err := c.meta.WriteAt(want, 0); err != nil {
@@ -314,8 +330,15 @@ func (c *Cache) Close() error {
 		return fmt.Errorf("ocf cache: %d files still open", c.open)
 	}
 	c.closed = true
-	return errors.Join(c.media.Close(), c.meta.Close())
+	err := errors.Join(c.media.Close(), c.meta.Close())
+	if c.ownEng {
+		err = errors.Join(err, c.eng.Close())
+	}
+	return err
 }
+
+// Engine returns the engine that performs the IO of the cache files.
+func (c *Cache) Engine() core.Engine { return c.eng }
 
 // Open returns a read-only file with the content of src.
 func (c *Cache) Open(_ context.Context, src core.Source) (core.File, error) {
@@ -552,7 +575,7 @@ func (f *File) readRun(p []byte, off, pos int64) int64 {
 	if _, err := c.media.ReadAt(buf, a0+base); err != nil {
 		return pos
 	}
-	c.audit.IO(audit.EventFileRead, c.media.Name(), a0+base, a1-a0, start)
+	c.audit.IO(audit.EventFileRead, c.media.Path(), a0+base, a1-a0, start)
 	for sec := a0; sec < a1; sec += sector {
 		s := run[(sec/c.bs)-b]
 		in := sec % c.bs
@@ -636,7 +659,7 @@ func (f *File) readSlot(s *slot, q []byte, in int64) bool {
 	if _, err := c.media.ReadAt(buf, s.id*c.bs+a0); err != nil {
 		return false
 	}
-	c.audit.IO(audit.EventFileRead, c.media.Name(), s.id*c.bs+a0, a1-a0, start)
+	c.audit.IO(audit.EventFileRead, c.media.Path(), s.id*c.bs+a0, a1-a0, start)
 	for i := s0; i <= s1; i++ {
 		sec := buf[(i-s0)*sector : min((i-s0+1)*sector, int64(len(buf)))]
 		if crc32.Checksum(sec, castagnoli) != s.crcs[i] {
@@ -771,7 +794,7 @@ func (c *Cache) store(k blockKey, data []byte) (evicted int64, err error) {
 	}
 	start := c.audit.Start()
 	_, err = c.media.WriteAt(data, s.id*c.bs)
-	c.audit.IO(audit.EventFileWrite, c.media.Name(), s.id*c.bs, int64(len(data)), start)
+	c.audit.IO(audit.EventFileWrite, c.media.Path(), s.id*c.bs, int64(len(data)), start)
 	if err == nil {
 		_, err = c.meta.WriteAt(encodeEntry(s), metaHeader+s.id*entrySize)
 	}
