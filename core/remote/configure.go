@@ -77,8 +77,10 @@ func (c *Client) UpdateP2P(ctx context.Context, p config.P2PConfig) {
 }
 
 // CacheFromConfig creates the cache of cacheConfig through core.Caches (the
-// binary must link the caches, e.g. with caches/all). capacity in bytes
-// overrides cacheSizeGB when positive (tests).
+// binary must link the caches, e.g. with caches/all). The cache's files are
+// served by an engine of its own of the kind ioEngine selects (the binary
+// must link it, e.g. with engines/all), which the cache closes. capacity in
+// bytes overrides cacheSizeGB when positive (tests).
 func CacheFromConfig(g *config.Global, capacity int64, log *slog.Logger) (core.Cache, error) {
 	cs := g.EffectiveCache()
 	f, err := core.Caches.Lookup(cs.Type)
@@ -88,8 +90,21 @@ func CacheFromConfig(g *config.Global, capacity int64, log *slog.Logger) (core.C
 	if capacity <= 0 {
 		capacity = int64(cs.SizeGB) << 30
 	}
-	return f(core.CacheConfig{Dir: cs.Dir, CapacityBytes: capacity, RefillSize: int64(cs.RefillSize),
-		BlockSize: int64(cs.BlockSize), Logger: log})
+	name, ef, err := g.IOEngine.Factory()
+	if err != nil {
+		return nil, fmt.Errorf("ioEngine: %w", err)
+	}
+	eng, err := ef(core.EngineConfig{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("io engine %s for the cache: %w", name, err)
+	}
+	c, err := f(core.CacheConfig{Dir: cs.Dir, CapacityBytes: capacity, RefillSize: int64(cs.RefillSize),
+		BlockSize: int64(cs.BlockSize), Logger: log, Engine: eng, CloseEngine: true})
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // NewLayerOpenerForImage returns the opener of one device: the cache (nil
