@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr io.Writer)
 	fs.StringVar(&o.config, "config", "", "image configuration (config.v1.json) to read instead of LAYERs")
 	fs.StringVar(&o.upperData, "upper-data", "", "data file of a writable layer on top of the LAYERs")
 	fs.StringVar(&o.upperIndex, "upper-index", "", "index file of that writable layer (omit for a sparse layer)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return cli.PrefixedParseError(stderr, "overlaybd-cat", err, cli.ExitValidation)
 	}
 	layers := fs.Args()

@@ -93,16 +93,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.String("tls_cert_path", "", "TLS certificate (with --upload)")
 	fs.StringVar(&o.serviceConfig, "service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist); an addition to upstream's flags")
 	fs.BoolVar(&o.verbose, "verbose", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
-		return cli.ParseError(stderr, err)
+	cmdline := cli.Upstream(stderr)
+	if code, ok := cmdline.Parse(fs, args, 1, "data_file", "index_file", "commit_file"); !ok {
+		return code
 	}
 	slog.SetDefault(cli.Logger(stderr, o.verbose))
 
 	pos := fs.Args()
-	cmdline := cli.Upstream(stderr)
-	if code, ok := cmdline.Args(pos, 1, "data_file", "index_file", "commit_file"); !ok {
-		return code
-	}
 	if _, err := os.Stat(pos[0]); err != nil {
 		return cmdline.Errorf(cli.ExitValidation, "data_file: File does not exist: %s", pos[0])
 	}

@@ -66,15 +66,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	raw := fs.Bool("raw", false, "create a plain raw image instead of an LSMT layer")
 	withFS := fs.Bool("mkfs", false, "create an ext4 file system on the new device (needs mkfs.ext4)")
 	verbose := fs.Bool("verbose", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
-		return cli.ParseError(stderr, err)
+	if code, ok := cli.Upstream(stderr).Parse(fs, args, 3, "data_file", "index_file", "vsize"); !ok {
+		return code
 	}
 	slog.SetDefault(cli.Logger(stderr, *verbose))
 
 	pos := fs.Args()
-	if code, ok := cli.Upstream(stderr).Args(pos, 3, "data_file", "index_file", "vsize"); !ok {
-		return code
-	}
 	vsizeGiB, err := strconv.ParseInt(pos[2], 10, 64)
 	if err != nil || vsizeGiB < 0 || vsizeGiB > 1<<30 {
 		fmt.Fprintf(stderr, "vsize: %q is not a size in GiB\n", pos[2])

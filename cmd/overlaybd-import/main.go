@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	vsize := fs.Int64("vsize", 0, "virtual size in bytes (default: the raw image's size rounded up to 512)")
 	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist)")
 	verbose := fs.Bool("verbose", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return cli.PrefixedParseError(stderr, "overlaybd-import", err, exitUsage)
 	}
 	usageErr := func(format string, a ...any) int {

@@ -79,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlagSet("overlaybd-info", stderr, usage)
 	asJSON := fs.Bool("json", false, "print JSON (keys above) instead of text")
 	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return cli.PrefixedParseError(stderr, "overlaybd-info", err, cli.ExitValidation)
 	}
 	switch fs.NArg() {

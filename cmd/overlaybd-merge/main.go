@@ -60,15 +60,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.String("tls_key_path", "", "TLS key (with --upload)")
 	fs.String("tls_cert_path", "", "TLS certificate (with --upload)")
 	verbose := fs.Bool("verbose", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
-		return cli.ParseError(stderr, err)
+	cmdline := cli.Upstream(stderr)
+	if code, ok := cmdline.Parse(fs, args, 2, "image_config_path", "output"); !ok {
+		return code
 	}
 	slog.SetDefault(cli.Logger(stderr, *verbose))
 	pos := fs.Args()
-	cmdline := cli.Upstream(stderr)
-	if code, ok := cmdline.Args(pos, 2, "image_config_path", "output"); !ok {
-		return code
-	}
 	for _, p := range []struct{ name, path string }{{"image_config_path", pos[0]}, {"--service_config_path", *svc}} {
 		if p.path == "" {
 			continue

@@ -87,14 +87,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	workers := fs.Int("workers", 0, "compression/decompression goroutines (0: up to 4); the output does not depend on it")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	svc := fs.String("service_config_path", "", "service configuration, for its codecPlugins (default "+config.DefaultGlobalPath+", built-in defaults when it does not exist; an explicit path must exist); an addition to upstream's flags")
-	if err := fs.Parse(args); err != nil {
-		return cli.ParseError(stderr, err)
+	if code, ok := cli.Upstream(stderr).Parse(fs, args, 1, "source_file", "target_file"); !ok {
+		return code
 	}
 	t := &tool{stdin: stdin, stderr: stderr, log: cli.Logger(stderr, *verbose)}
 	pos := fs.Args()
-	if code, ok := cli.Upstream(stderr).Args(pos, 1, "source_file", "target_file"); !ok {
-		return code
-	}
 	src, dst := pos[0], ""
 	if len(pos) == 2 {
 		dst = pos[1]

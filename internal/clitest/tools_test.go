@@ -85,6 +85,8 @@ func TestUpstreamTools(t *testing.T) {
 		}
 		check(append([]string{"--no-such-flag"}, c.positionals...), cli.ExitExtras, "The following argument was not expected: --no-such-flag")
 		check(append(append([]string{}, c.positionals...), "x"), cli.ExitExtras, "The following argument was not expected: x")
+		check(append(append([]string{"--no-such-flag", "--other"}, c.positionals...), "x"), cli.ExitExtras,
+			"The following arguments were not expected: x --other --no-such-flag")
 		check(nil, cli.ExitRequired, map[string]string{
 			"overlaybd-create": "data_file", "overlaybd-commit": "data_file",
 			"overlaybd-zfile": "source_file", "overlaybd-merge": "image_config_path",
