@@ -32,9 +32,11 @@ func (s *fileSource) LayerDir() string { return s.dir }
 const benchLayer = 32 << 20
 
 // BenchmarkWarmRead reads a layer whose every byte is already cached, through
-// each cache, and the same bytes from the layer file with plain pread (the
-// peer, "local"), in the same run: random 4 KiB reads and sequential 1 MiB
-// reads. Compare the caches' MB/s with local's.
+// each cache with its files served by the psync and the io_uring engine
+// ("file@psync", "file@io_uring", ...), and the same bytes from the layer
+// file with plain pread (the peer, "local"), in the same run: random 4 KiB
+// reads and sequential 1 MiB reads. Compare the caches' MB/s with local's
+// and the engines with each other.
 //
 //	go test -run '^$' -bench BenchmarkWarmRead -count 5 ./caches/all/
 func BenchmarkWarmRead(b *testing.B) {
@@ -57,43 +59,47 @@ func BenchmarkWarmRead(b *testing.B) {
 		r    io.ReaderAt
 	}
 	targets := []target{{"local", lf}}
-	for _, typ := range []string{"file", "download", "ocf"} {
-		newCache, err := core.Caches.Lookup(typ)
-		if err != nil {
-			b.Fatal(err)
-		}
-		c, err := newCache(core.CacheConfig{Dir: filepath.Join(dir, typ), CapacityBytes: 2 * benchLayer,
-			RefillSize: 256 << 10, BlockSize: 65536})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		ld := filepath.Join(dir, typ+"-layer")
-		if err := os.MkdirAll(ld, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		f, err := c.Open(context.Background(), &fileSource{f: lf, size: benchLayer, key: key, dir: ld})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		// Warm: every byte cached.
-		buf := make([]byte, 1<<20)
-		for off := int64(0); off < benchLayer; off += int64(len(buf)) {
-			if _, err := f.ReadAt(buf, off); err != nil {
+	for _, engName := range []string{"psync", "io_uring"} {
+		eng := newEngine(b, engName)
+		for _, typ := range []string{"file", "download", "ocf"} {
+			newCache, err := core.Caches.Lookup(typ)
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-		before := c.Stats()
-		for off := int64(0); off < benchLayer; off += int64(len(buf)) {
-			if _, err := f.ReadAt(buf, off); err != nil {
+			name := typ + "@" + engName
+			c, err := newCache(core.CacheConfig{Dir: filepath.Join(dir, name), CapacityBytes: 2 * benchLayer,
+				RefillSize: 256 << 10, BlockSize: 65536, Engine: eng})
+			if err != nil {
 				b.Fatal(err)
 			}
+			defer c.Close()
+			ld := filepath.Join(dir, name+"-layer")
+			if err := os.MkdirAll(ld, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			f, err := c.Open(context.Background(), &fileSource{f: lf, size: benchLayer, key: key, dir: ld})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			// Warm: every byte cached.
+			buf := make([]byte, 1<<20)
+			for off := int64(0); off < benchLayer; off += int64(len(buf)) {
+				if _, err := f.ReadAt(buf, off); err != nil {
+					b.Fatal(err)
+				}
+			}
+			before := c.Stats()
+			for off := int64(0); off < benchLayer; off += int64(len(buf)) {
+				if _, err := f.ReadAt(buf, off); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if after := c.Stats(); after.FetchedBytes != before.FetchedBytes {
+				b.Fatalf("%s: not warm after a full read (fetched %d more bytes)", typ, after.FetchedBytes-before.FetchedBytes)
+			}
+			targets = append(targets, target{name, f})
 		}
-		if after := c.Stats(); after.FetchedBytes != before.FetchedBytes {
-			b.Fatalf("%s: not warm after a full read (fetched %d more bytes)", typ, after.FetchedBytes-before.FetchedBytes)
-		}
-		targets = append(targets, target{typ, f})
 	}
 	for _, tg := range targets {
 		b.Run("rand4k/"+tg.name, func(b *testing.B) {

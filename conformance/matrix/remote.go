@@ -37,6 +37,11 @@ type RemoteCounts struct {
 	// AuthRounds and DataRequests are the registry client's own
 	// counters.
 	AuthRounds, DataRequests uint64
+	// CacheEngineReads and CacheEngineWrites are the reads and writes
+	// the cell's IO engine counted while the cache was open: the cache's
+	// file IO (in read-only cells nothing else; with a writable upper the
+	// upper's IO too).
+	CacheEngineReads, CacheEngineWrites uint64
 }
 
 // remoteStats receives the counters of a remote cell when its lowers are
@@ -124,8 +129,10 @@ func (k registryLowers) BuildLowers(dir string, m *conformance.Model) (kinds.Low
 		s.client.Close()
 		return nil, err
 	}
+	// The cache's files are served by the cell's engine, as a daemon's
+	// cache is by the engine ioEngine selects.
 	if s.cache, err = factory(core.CacheConfig{Dir: filepath.Join(dir, "cache"), CapacityBytes: 256 << 20,
-		RefillSize: 256 << 10, BlockSize: 64 << 10, Logger: quiet}); err != nil {
+		RefillSize: 256 << 10, BlockSize: 64 << 10, Logger: quiet, Engine: k.ro.Engine}); err != nil {
 		s.client.Close()
 		return nil, fmt.Errorf("cache %s: %w", k.cache, err)
 	}
@@ -136,6 +143,9 @@ func (k registryLowers) BuildLowers(dir string, m *conformance.Model) (kinds.Low
 			return nil, err
 		}
 		s.dirs = append(s.dirs, ldir)
+	}
+	if s.engine = k.ro.Engine; s.engine != nil {
+		s.engineBefore = s.engine.Stats()
 	}
 	return s, nil
 }
@@ -150,6 +160,10 @@ type registrySet struct {
 	client *remote.Client
 	cache  core.Cache
 	stats  *remoteStats
+	// engine serves the cache's files; engineBefore are its counters
+	// when the cache was made.
+	engine       core.Engine
+	engineBefore core.EngineStats
 }
 
 // Open opens every blob through the cache and removes its envelope.
@@ -185,20 +199,34 @@ func (s *registrySet) Open() ([]core.File, error) {
 }
 
 // Close records the counters and closes the cache and the client (the
-// registry stops with the cell's harness).
+// registry stops with the cell's harness). It fails when the cell's
+// engine did not serve the cache's reads and writes.
 func (s *registrySet) Close() error {
+	var reads, writes, misses uint64
+	if s.cache != nil {
+		misses = s.cache.Stats().Misses
+	}
+	if s.engine != nil {
+		now := s.engine.Stats()
+		reads, writes = now.Reads-s.engineBefore.Reads, now.Writes-s.engineBefore.Writes
+	}
 	if s.stats != nil {
 		s.stats.cache = s.cache.Stats()
 		rc := s.reg.Counts()
 		cs := s.client.Stats()
 		s.stats.remote = RemoteCounts{BlobRequests: rc.BlobRequests, BlobBytes: rc.BlobBytes, TokenRequests: rc.TokenRequests,
-			AuthRounds: cs.AuthRounds, DataRequests: cs.DataRequests}
+			AuthRounds: cs.AuthRounds, DataRequests: cs.DataRequests, CacheEngineReads: reads, CacheEngineWrites: writes}
 	}
 	var err error
 	if s.cache != nil {
 		err = s.cache.Close()
 	}
-	return errors.Join(err, s.client.Close())
+	err = errors.Join(err, s.client.Close())
+	if s.engine != nil && misses > 0 && (reads == 0 || writes == 0) {
+		err = errors.Join(err, fmt.Errorf("engine %s did not serve the cache's file IO (%d reads, %d writes while the cache was open)",
+			s.engine.Name(), reads, writes))
+	}
+	return err
 }
 
 // layerSource gives a blob the layer directory the download cache keeps
@@ -271,9 +299,8 @@ func (f *remoteFile) BlockStatus(off, length int64) ([]core.Extent, error) {
 func (f *remoteFile) Close() error { return errors.Join(f.File.Close(), f.set.Close()) }
 
 // remoteDeclared says why a remote cell is not run ("" when it runs).
-func remoteDeclared(c Cell) (Status, string) {
-	if c.Cache != "local" && c.Upper == "none" && c.Engine != "psync" {
-		return Impossible, "a remote read-only stack has no local file for the IO engine to serve: the caches open their own files with the os package (core.CacheConfig has no IO engine), so these run once, in the psync row (with a writable upper the engine serves the upper and the cell runs)"
-	}
+// Every remote cell runs: the caches' files are served by the cell's IO
+// engine (core.CacheConfig.Engine), also without a writable upper.
+func remoteDeclared(Cell) (Status, string) {
 	return "", ""
 }
