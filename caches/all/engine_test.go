@@ -7,7 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/overlaybd-go/overlaybd/caches/download"
+	"github.com/overlaybd-go/overlaybd/caches/file"
 	"github.com/overlaybd-go/overlaybd/caches/internal/cachetest"
+	"github.com/overlaybd-go/overlaybd/caches/ocf"
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/config"
 	"github.com/overlaybd-go/overlaybd/core/remote"
@@ -178,6 +181,54 @@ func TestCacheFromConfigUsesIOEngine(t *testing.T) {
 			if _, err := eng.Open(filepath.Join(t.TempDir(), "probe"), core.OpenOptions{Flag: os.O_RDWR | os.O_CREATE, Perm: 0o644}); !errors.Is(err, core.ErrClosed) {
 				t.Fatalf("ioEngine %s, %s: the cache left its engine open (%v)", c.ioEngine, typ, err)
 			}
+		}
+	}
+}
+
+// TestDiskFullUnderEngines: the full-disk check of every cache with its
+// files served by each asynchronous engine (a failed write surfaces
+// through the engine as ENOSPC and is served from the source).
+func TestDiskFullUnderEngines(t *testing.T) {
+	for _, engName := range []string{"libaio", "posixaio", "io_uring"} {
+		t.Run(engName+"/file", func(t *testing.T) {
+			fs := cachetest.SmallFS(t, 8<<20)
+			c, err := file.New(file.Options{Dir: filepath.Join(fs, "cache"), MinFreeBytes: -1, RefillSize: 64 << 10, Engine: newEngine(t, engName)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			src := cachetest.NewSource(cachetest.Data(4<<20, 41))
+			cachetest.DiskFull(t, cachetest.DiskFullCase{FS: fs, Cache: c, Src: src, Chunk: 64 << 10, Warm: 1 << 20, ExpectFailures: true})
+		})
+		t.Run(engName+"/download", func(t *testing.T) {
+			fs := cachetest.SmallFS(t, 8<<20)
+			c, err := download.New(download.Options{RefillSize: 64 << 10, Engine: newEngine(t, engName)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			dir := filepath.Join(fs, "layer")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			src := cachetest.NewSource(cachetest.Data(4<<20, 42)).WithDir(dir)
+			cachetest.DiskFull(t, cachetest.DiskFullCase{FS: fs, Cache: c, Src: src, Chunk: 64 << 10, Warm: 1 << 20, ExpectFailures: true})
+		})
+		for _, tc := range []struct {
+			name     string
+			capacity int64
+			reserved bool
+		}{{"reserved", 6 << 20, true}, {"sparse", 32 << 20, false}} {
+			t.Run(engName+"/ocf/"+tc.name, func(t *testing.T) {
+				fs := cachetest.SmallFS(t, 8<<20)
+				c, err := ocf.New(ocf.Options{Dir: filepath.Join(fs, "cache"), CapacityBytes: tc.capacity, RefillSize: 64 << 10, Engine: newEngine(t, engName)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				src := cachetest.NewSource(cachetest.Data(4<<20, 43))
+				cachetest.DiskFull(t, cachetest.DiskFullCase{FS: fs, Cache: c, Src: src, Chunk: 64 << 10, Warm: 1 << 20, ExpectFailures: !tc.reserved})
+			})
 		}
 	}
 }
