@@ -50,6 +50,10 @@ func (b *batcher) DecompressBatch(blocks []core.CodecBlock) error {
 	return nil
 }
 
+// single hides a codec's batching (liblz4's, with cgo_codecs): the reader
+// then decodes block by block, the reference the batched path must match.
+type single struct{ core.Codec }
+
 // failing is an in-process codec whose every call fails with err: the
 // per-block peer of a batcher with fail set.
 type failing struct {
@@ -163,7 +167,7 @@ func TestBatchedErrorsAsPerBlock(t *testing.T) {
 	for _, f := range files {
 		for _, workers := range []int{1, 4} {
 			for _, cache := range []int64{0, zfile.DefaultCacheBytes} {
-				plainR, err := zfile.Open(zfiletest.NewMemFile(f.z), zfile.WithWorkers(workers), zfile.WithCacheBytes(cache))
+				plainR, err := zfile.Open(zfiletest.NewMemFile(f.z), zfile.WithCodec(single{fileCodec(t, f.z)}), zfile.WithWorkers(workers), zfile.WithCacheBytes(cache))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -260,21 +264,25 @@ func TestBatchedRefetch(t *testing.T) {
 	}
 }
 
-// TestReadAllocs checks that reads with one worker allocate nothing, in
-// process and through a batching codec: single blocks, parts of blocks,
-// spans of a few blocks and large reads.
+// TestReadAllocs checks that reads with one worker allocate nothing, block
+// by block, through a batching codec and with the registry's codec as it is
+// (liblz4's batches with cgo_codecs): single blocks, parts of blocks, spans
+// of a few blocks and large reads.
 func TestReadAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
 	for _, algo := range []string{"lz4", "zstd"} {
 		z := compress(t, plain, zfile.Options{Algorithm: algo})
-		for _, batched := range []bool{false, true} {
-			opts := []zfile.ReaderOption{zfile.WithWorkers(1)}
-			if batched {
+		for _, mode := range []string{"per-block", "batched", "registry"} {
+			var opts []zfile.ReaderOption
+			switch mode {
+			case "per-block":
+				opts = append(opts, zfile.WithCodec(single{fileCodec(t, z)}))
+			case "batched":
 				opts = append(opts, zfile.WithCodec(&batcher{Codec: fileCodec(t, z)}))
 			}
-			r, err := zfile.Open(zfiletest.NewMemFile(z), opts...)
+			r, err := zfile.Open(zfiletest.NewMemFile(z), append(opts, zfile.WithWorkers(1))...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -288,7 +296,7 @@ func TestReadAllocs(t *testing.T) {
 						t.Fatal(err)
 					}
 				}); a != 0 {
-					t.Errorf("%s batched %v: ReadAt(%d, %d): %v allocations", algo, batched, rc.n, rc.off, a)
+					t.Errorf("%s %s: ReadAt(%d, %d): %v allocations", algo, mode, rc.n, rc.off, a)
 				}
 			}
 			r.Close()
