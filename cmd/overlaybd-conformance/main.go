@@ -33,7 +33,7 @@ func run(args []string) int {
 	fs.StringVar(&f.Envelope, "envelope", "", "envelopes (plain, tar)")
 	fs.StringVar(&f.Layer, "layer", "", "layer kinds (committed, sealed)")
 	fs.StringVar(&f.Upper, "upper", "", "writable uppers (none, append-only, sparse)")
-	fs.StringVar(&f.Frontend, "frontend", "", "frontends (inprocess, nbd, tcmu)")
+	fs.StringVar(&f.Frontend, "frontend", "", "frontends (inprocess, nbd, tcmu; tcmu needs root, configfs and the target_core_user and tcm_loop modules, else its cells are not run)")
 	seed := fs.Int64("seed", 0, "seed of every cell (default: "+conformance.SeedEnv+" or the clock)")
 	quick := fs.Bool("quick", false, "fewer operations per cell (600 per writable cell, 200 reads per read-only cell)")
 	ops := fs.Int("ops", 0, "operations per writable cell and random reads per read-only cell (default 3000 and 1000)")

@@ -140,18 +140,21 @@ func (e *tcmuEnv) start() error {
 	return nil
 }
 
-// close stops the Server (every export is detached by then).
+// close stops the Server (every export is detached by then) and removes
+// the HBA directory when no device is left in it.
 func (e *tcmuEnv) close() error {
 	if e.srv == nil {
 		return nil
 	}
 	e.cancel()
+	var err error
 	select {
-	case err := <-e.done:
-		return err
+	case err = <-e.done:
 	case <-time.After(60 * time.Second):
 		return errors.New("tcmu server did not stop in 60 s")
 	}
+	_ = os.Remove(filepath.Join(tcmuCore, tcmuHBA)) // fails while another process has devices there
+	return err
 }
 
 // snapshot returns the cell's counters.
@@ -452,8 +455,24 @@ func (k tcmuWritable) export(d conformance.Device) (conformance.Device, error) {
 		d.Close()
 		return nil, err
 	}
+	if c, ok := d.(conformance.Crasher); ok {
+		return &tcmuCrashDevice{td, c}, nil
+	}
 	return td, nil
 }
+
+// tcmuCrashDevice is a disk over a device that simulates power losses: the
+// disk is detached, the device loses what its files did not make durable
+// (the client's Sync reaches them as SYNCHRONIZE CACHE) and the disk is
+// attached again.
+type tcmuCrashDevice struct {
+	*tcmuDevice
+	c conformance.Crasher
+}
+
+var _ conformance.Crasher = (*tcmuCrashDevice)(nil)
+
+func (d *tcmuCrashDevice) Crash() error { return d.around(d.c.Crash) }
 
 // tcmuDevice is a device whose view the scenario reaches through a SCSI
 // disk; the device-wide operations detach the disk, run on the device and

@@ -19,9 +19,10 @@ import (
 	"github.com/overlaybd-go/overlaybd/conformance/matrix"
 )
 
-// ConformanceEnv selects the full tcmu column of the matrix instead of the
-// sample when set to "full"; ConformanceOpsEnv overrides the operations per
-// cell.
+// ConformanceEnv selects what runs instead of the sample: "full" runs the
+// whole tcmu column of the matrix, a value starting with "--" runs the
+// filter flags it holds (e.g. "--engine psync --upper none").
+// ConformanceOpsEnv overrides the operations per cell.
 const (
 	ConformanceEnv    = "OVERLAYBD_VM_CONFORMANCE"
 	ConformanceOpsEnv = "OVERLAYBD_VM_CONFORMANCE_OPS"
@@ -51,14 +52,21 @@ var tcmuSample = []string{
 // through configfs, target_core_user and tcm_loop, and drives it through
 // the /dev/sdX disk the kernel makes. Remote cells use the registry inside
 // the conformance process. By default it runs a sample of every dimension
-// (tcmuSample); with OVERLAYBD_VM_CONFORMANCE=full every tcmu cell.
+// (tcmuSample); with OVERLAYBD_VM_CONFORMANCE=full every tcmu cell (about
+// 2,000 run in a static build: several hours under TCG).
 func TestConformanceTCMU(t *testing.T) {
-	full := os.Getenv(ConformanceEnv) == "full"
+	sel := os.Getenv(ConformanceEnv)
+	full := sel != ""
 	ops := 100
 	runs := tcmuSample
 	timeout, mem := 480*time.Second, "1024"
-	if full {
+	switch {
+	case sel == "full":
 		ops, runs, timeout, mem = 300, []string{""}, 48*time.Hour, "4096"
+	case strings.HasPrefix(sel, "--"):
+		ops, runs, timeout, mem = 300, []string{sel}, 48*time.Hour, "4096"
+	case sel != "":
+		t.Fatalf("%s=%q: want full or filter flags (--engine ...)", ConformanceEnv, sel)
 	}
 	if s := os.Getenv(ConformanceOpsEnv); s != "" {
 		n, err := strconv.Atoi(s)
@@ -83,6 +91,9 @@ func TestConformanceTCMU(t *testing.T) {
 	ld := "-extldflags=-static"
 	run(t, root, static, "go", "build", "-tags", "cgo_codecs,netgo,osusergo", "-ldflags", ld, "-o", bin+"/", "./cmd/overlaybd-conformance")
 	run(t, root, static, "go", "build", "-tags", "netgo,osusergo", "-ldflags", ld, "-o", bin+"/", "./plugins/examples/lz4-cgo", "./plugins/examples/zstd-cgo")
+	// conformance/matrix's kernel tests (broken implementations caught
+	// through the disk).
+	run(t, root, []string{"CGO_ENABLED=0"}, "go", "test", "-c", "-tags", "tcmu_kernel", "-o", filepath.Join(bin, "matrix.test"), "./conformance/matrix")
 
 	var lines strings.Builder
 	for _, r := range runs {
@@ -172,6 +183,7 @@ func TestConformanceTCMU(t *testing.T) {
 		}
 	}
 	t.Logf("%d tcmu cells passed (%v in cells)", passed, cellTime.Round(time.Second))
+	checkMatrixKernelTests(t, dir)
 	if vmErr != nil {
 		t.Fatalf("guest: %v", vmErr)
 	}
@@ -190,6 +202,35 @@ func TestConformanceTCMU(t *testing.T) {
 			if !seen[w] {
 				t.Errorf("no passing tcmu cell with %s", w)
 			}
+		}
+	}
+}
+
+// checkMatrixKernelTests checks the guest's run of conformance/matrix's
+// kernel tests.
+func checkMatrixKernelTests(t *testing.T, dir string) {
+	t.Helper()
+	logb, err := os.ReadFile(filepath.Join(dir, "matrix-test.log"))
+	if err != nil {
+		t.Errorf("conformance/matrix kernel tests did not run: %v", err)
+		return
+	}
+	rc, _ := os.ReadFile(filepath.Join(dir, "matrix-test.rc"))
+	log := string(logb)
+	ok := strings.TrimSpace(string(rc)) == "0"
+	for _, want := range []string{"--- PASS: TestTCMUKernelBrokenCaught", "--- PASS: TestTCMUDeclaredFollowsTheProbe"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("conformance/matrix kernel tests: no %q", want)
+			ok = false
+		}
+	}
+	if !ok {
+		t.Errorf("conformance/matrix kernel tests exited with %q:\n%s", strings.TrimSpace(string(rc)), log)
+		return
+	}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "caught:") || strings.Contains(line, "--- PASS") {
+			t.Log(strings.TrimSpace(line))
 		}
 	}
 }

@@ -2,7 +2,9 @@
 # /mnt/conformance-runs.txt (each line: the filter flags of one run). Run i
 # writes its table to /mnt/conformance-i.txt, its log to
 # /mnt/conformance-i.log, its JSON report to /mnt/conformance-i.json and its
-# exit status to /mnt/conformance-i.rc. The script fails when a run does.
+# exit status to /mnt/conformance-i.rc. Then conformance/matrix's kernel
+# tests (/mnt/bin/matrix.test, when present) run, their output in
+# /mnt/matrix-test.log. The script fails when a run or the tests do.
 mkdir -p /opt/bin
 cp /mnt/bin/* /opt/bin/ || { echo "FAIL: copy the binaries"; exit 1; }
 cd /tmp
@@ -30,4 +32,16 @@ while read -r line; do
 	[ $r = 0 ] || rc=1
 done </mnt/conformance-runs.txt
 [ $i -gt 0 ] || { echo "FAIL: no runs"; exit 1; }
+if [ -x /opt/bin/matrix.test ]; then
+	# conformance/matrix's kernel tests: broken implementations are
+	# caught through the disk, the control passes.
+	echo "== conformance/matrix kernel tests"
+	start=$(date +%s)
+	/opt/bin/matrix.test -test.run '^TestTCMU' -test.v -test.timeout 600s >/mnt/matrix-test.log 2>&1
+	r=$?
+	echo $r >/mnt/matrix-test.rc
+	echo "== matrix.test exited with $r in $(($(date +%s) - start))s"
+	grep -E -e '--- (PASS|FAIL)|caught:' /mnt/matrix-test.log
+	[ $r = 0 ] || rc=1
+fi
 exit $rc
