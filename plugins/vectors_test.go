@@ -15,6 +15,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core"
 	"github.com/overlaybd-go/overlaybd/core/zfile"
 	"github.com/overlaybd-go/overlaybd/core/zfile/zfiletest"
+	"github.com/overlaybd-go/overlaybd/engines/psync"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 	"github.com/overlaybd-go/overlaybd/plugins/internal/plugintest"
 )
@@ -150,6 +151,48 @@ func TestDamagedBlockThroughPlugin(t *testing.T) {
 		}
 		if overlaps := rc.off < 101*4096 && rc.off+rc.n > 100*4096; overlaps != (err2 != nil) || err2 != nil && !strings.HasPrefix(err2.Error(), want) {
 			t.Fatalf("ReadAt(%d, %d): %v", rc.n, rc.off, err2)
+		}
+	}
+}
+
+// TestBatchedReadsSplitOverSmallLanes reads ZFiles through a plugin whose
+// lanes hold only a few blocks, so that every batch the reader hands over
+// is split into several doorbell exchanges, with one lane per worker and
+// fewer lanes than workers.
+func TestBatchedReadsSplitOverSmallLanes(t *testing.T) {
+	h, err := Load(context.Background(), []Config{{Path: faultBin, Algorithms: []string{"lz4", "zstd"}}}, "",
+		WithLanes(2, 64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	p := h.Plugins()[0]
+	vectors := plugintest.Vectors(t)
+	for _, rel := range []string{"zfile/plain.lz4-bs4.zfile", "zfile/plain.zstd-bs16-nocrc.zfile", "lsmt/rw-log.zstd-bs4.zcommit"} {
+		for _, workers := range []int{1, 4} {
+			f, err := os.Open(testvectors.Path(t, rel))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := zfile.Open(psync.NewFile(f, nil), zfile.WithWorkers(workers))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, err := p.Stats(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			plugintest.ReadAll(t, r, vectors[rel])
+			after, err := p.Stats(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One exchange carries less than a lane of output.
+			if alg := r.Algorithm(); after.Codecs[alg].Decompressed-before.Codecs[alg].Decompressed < uint64(r.BlockCount()) ||
+				after.Batches-before.Batches < uint64(r.BlockCount())*uint64(r.Header().BlockSize)/(64<<10) {
+				t.Fatalf("%s, %d workers: %d blocks in %d batches", rel, workers, r.BlockCount(), after.Batches-before.Batches)
+			}
+			r.Close()
 		}
 	}
 }
