@@ -82,7 +82,7 @@ func (r *Reader) readSpanBatched(p []byte, off, first, last int64) error {
 			if err := r.flush(bt); err != nil {
 				return err
 			}
-			if err := r.recover(dst, lo-bOff, bLen, whole, i, cerr); err != nil {
+			if err := r.retryBlock(dst, lo-bOff, bLen, whole, i, cerr); err != nil {
 				return err
 			}
 			continue
@@ -109,10 +109,10 @@ func (r *Reader) readSpanBatched(p []byte, off, first, last int64) error {
 	return r.flush(bt)
 }
 
-// recover handles block i, whose read part is dst from byte from of the
+// retryBlock handles block i, whose read part is dst from byte from of the
 // block (of bLen bytes), after its first decode failed with err: refetch,
 // then for a partially read block the copy to the caller and the cache.
-func (r *Reader) recover(dst []byte, from, bLen int64, whole bool, i int64, err error) error {
+func (r *Reader) retryBlock(dst []byte, from, bLen int64, whole bool, i int64, err error) error {
 	if whole {
 		return r.refetch(dst, i, err)
 	}
