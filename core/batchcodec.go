@@ -66,3 +66,12 @@ func CompressBatch(c Codec, blocks []CodecBlock) error {
 	}
 	return nil
 }
+
+// BatchMinimum is an optional method of a BatchCodec: the fewest blocks
+// for which one batched call is worth more than calls block by block. A
+// codec in the process saves only its per-call overhead, which a few
+// blocks do not repay; a codec across a process boundary saves a round
+// trip from two blocks on, which is what callers assume without it.
+type BatchMinimum interface {
+	MinBatch() int
+}

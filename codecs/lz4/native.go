@@ -145,6 +145,11 @@ func (c nativeCodec) DecompressBatch(blocks []core.CodecBlock) error {
 	return nil
 }
 
+// MinBatch implements core.BatchMinimum: below eight blocks, saving a few
+// cgo calls does not repay the batch's bookkeeping (measured: ZFile reads
+// of 2 to 3 blocks used 0.6–1.7% more CPU batched).
+func (nativeCodec) MinBatch() int { return 8 }
+
 // CompressBatch implements core.BatchCodec: block by block (compression
 // costs far more than the call).
 func (c nativeCodec) CompressBatch(blocks []core.CodecBlock) error {

@@ -303,3 +303,38 @@ func TestReadAllocs(t *testing.T) {
 		}
 	}
 }
+
+// minBatcher is a batcher that asks for at least min blocks per batch
+// (core.BatchMinimum), as liblz4 does.
+type minBatcher struct {
+	*batcher
+	min int
+}
+
+func (m minBatcher) MinBatch() int { return m.min }
+
+// TestBatchMinimum checks that spans with fewer blocks than the codec's
+// minimum decode block by block and larger ones in one call.
+func TestBatchMinimum(t *testing.T) {
+	z := compress(t, plain, zfile.Options{})
+	bc := &batcher{Codec: fileCodec(t, z)}
+	r, err := zfile.Open(zfiletest.NewMemFile(z), zfile.WithCodec(minBatcher{bc, 8}), zfile.WithWorkers(1), zfile.WithCacheBytes(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for blocks := int64(1); blocks <= 10; blocks++ {
+		for _, skew := range []int64{0, 100} {
+			calls, single := bc.calls.Load(), bc.single.Load()
+			n := blocks*4096 - 2*skew // skew: the first and last blocks partial
+			buf := make([]byte, n)
+			if _, err := r.ReadAt(buf, 40*4096+skew); err != nil || !bytes.Equal(buf, plain[40*4096+skew:40*4096+skew+n]) {
+				t.Fatalf("%d blocks: %v", blocks, err)
+			}
+			dc, ds := bc.calls.Load()-calls, bc.single.Load()-single
+			if blocks < 8 && (dc != 0 || ds != blocks) || blocks >= 8 && (dc != 1 || ds != 0) {
+				t.Fatalf("%d blocks, skew %d: %d batched calls, %d single", blocks, skew, dc, ds)
+			}
+		}
+	}
+}

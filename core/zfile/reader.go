@@ -71,6 +71,7 @@ type Reader struct {
 
 	last   int64           // offset just past the last block
 	batch  core.BatchCodec // the codec when it batches (a codec plugin), else nil
+	minBat int64           // the fewest blocks a span needs to be batched
 	cache  *blockCache
 	work   int
 	blocks sync.Pool // *[]byte of bs bytes
@@ -207,6 +208,10 @@ func (r *Reader) load(fsize int64) error {
 	}
 	r.algo, r.codec = name, codec
 	r.batch, _ = codec.(core.BatchCodec)
+	r.minBat = 2
+	if m, ok := codec.(core.BatchMinimum); ok {
+		r.minBat = max(2, int64(m.MinBatch()))
+	}
 	// The table is read in 1 MiB pieces straight into the offset arrays,
 	// so a large file costs about 4 bytes of memory per block.
 	r.base = make([]int64, (r.nblocks>>groupShift)+1)
@@ -435,7 +440,7 @@ func (r *Reader) spanEnd(b, last, window int64) int64 {
 // that misses costs a lock and a map probe per block); the others go
 // through the cache.
 func (r *Reader) readSpan(p []byte, off, first, last int64) error {
-	if r.batch != nil && last > first {
+	if r.batch != nil && last-first+1 >= r.minBat {
 		return r.readSpanBatched(p, off, first, last)
 	}
 	start := r.blockOffset(first)
