@@ -131,7 +131,7 @@ func (c *Cache) Open(ctx context.Context, src core.Source) (core.File, error) {
 	if c.closed.Load() {
 		return nil, fmt.Errorf("download cache: %w", core.ErrClosed)
 	}
-	f := &File{c: c, src: src, fills: map[int64]chan struct{}{}}
+	f := &File{c: c, src: src}
 	ds, ok := src.(core.LayerDirSource)
 	if !ok || ds.LayerDir() == "" {
 		return f, nil
@@ -141,16 +141,24 @@ func (c *Cache) Open(ctx context.Context, src core.Source) (core.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("download cache: %w", err)
 	}
+	t, err := TrackFile(fh.Fd())
+	if err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("download cache %s: %w", path, err)
+	}
+	release := t.Claim(0, WholeFile)
 	size, _, err := fh.Stat()
 	if err == nil && size != src.Size() {
 		// A file of another size is not this blob's: start afresh.
 		err = fh.Reset(src.Size())
 	}
+	release()
 	if err != nil {
+		t.Close()
 		fh.Close()
 		return nil, fmt.Errorf("download cache %s: %w", path, err)
 	}
-	f.fh, f.path = fh, path
+	f.fh, f.path, f.t = fh, path, t
 	return f, nil
 }
 
@@ -162,16 +170,12 @@ type File struct {
 	fh   *cachefile.File
 	path string
 
+	// t holds the spans being written, by this file's fills and by every
+	// other writer of the download file (the background download).
+	t *Tracker
+
 	mu     sync.RWMutex // exclusive for Close and Invalidate
 	closed bool
-
-	fillMu sync.Mutex
-	fills  map[int64]chan struct{}
-	// begun counts the refill blocks fills have taken, active those they
-	// hold: a read that saw no fill active before it and none begun
-	// during it read no page a fill was writing.
-	begun  atomic.Uint64
-	active atomic.Int64
 }
 
 // Size returns the blob's size.
@@ -198,6 +202,7 @@ func (f *File) Close() error {
 	}
 	f.closed = true
 	if f.fh != nil {
+		f.t.Close()
 		return f.fh.Close()
 	}
 	return nil
@@ -240,11 +245,11 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 		f.c.served.Add(uint64(k))
 		return k, eof
 	}
-	// Pages a fill is writing may read as data half written (a page
-	// copied in part) or as zeros: the first read is trusted only when no
-	// fill wrote during it.
-	begun, quiet := f.begun.Load(), f.active.Load() == 0
-	if f.readPresent(q, off) && quiet && f.begun.Load() == begun {
+	// Pages a fill (or the background download) is writing may read as
+	// data half written (a page copied in part) or as zeros: the first
+	// read is trusted only when no writer wrote during it.
+	begun, quiet := f.t.begun.Load(), f.t.active.Load() == 0
+	if f.readPresent(q, off) && quiet && f.t.begun.Load() == begun {
 		f.c.hits.Add(1)
 		f.c.served.Add(uint64(n))
 		return int(n), eof
@@ -252,10 +257,10 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	a0, a1 := off/align*align, min((off+n+align-1)/align*align, size)
 	missed := false
 	for attempt := 0; ; attempt++ {
-		// A fill in flight has allocated its span before writing it all:
-		// SEEK_DATA would take its unwritten pages (zeros) for data. Only
-		// spans no fill is writing are trusted.
-		f.settle(a0, a1)
+		// A fill (or download write) in flight has allocated its span
+		// before writing it all: SEEK_DATA would take its unwritten pages
+		// (zeros) for data. Only spans no writer is writing are trusted.
+		f.t.settle(a0, a1)
 		if hooks.probing != nil {
 			hooks.probing(f)
 		}
@@ -264,7 +269,7 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 			return 0, err
 		}
 		if first < 0 {
-			if f.settle(a0, a1) {
+			if f.t.settle(a0, a1) {
 				continue // a fill ran meanwhile: look again
 			}
 			break
@@ -396,7 +401,7 @@ func (f *File) missing(a0, a1 int64) (first, last int64, err error) {
 func (f *File) fill(ctx context.Context, first, last, size int64) (unstored []byte, s0 int64, err error) {
 	r := f.c.refill
 	s0, s1 := first/r*r, min((last/r+1)*r, size)
-	unlock, waited := f.lock(s0/r, (s1+r-1)/r)
+	unlock, waited := f.t.claim(s0, s1, true)
 	defer unlock()
 	if waited {
 		return nil, 0, nil // someone else filled it; the caller looks again
@@ -438,30 +443,6 @@ func isNoSpace(err error) bool {
 	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
-// settle waits for the fills in flight over the refill blocks of [a0, a1)
-// and reports whether there were any.
-func (f *File) settle(a0, a1 int64) (waited bool) {
-	r := f.c.refill
-	for b := a0 / r; b < (a1+r-1)/r; b++ {
-		f.fillMu.Lock()
-		ch, busy := f.fills[b]
-		f.fillMu.Unlock()
-		if busy {
-			f.wait(ch)
-			waited = true
-		}
-	}
-	return waited
-}
-
-// wait waits for the fill whose channel is ch to end.
-func (f *File) wait(ch chan struct{}) {
-	if hooks.waiting != nil {
-		hooks.waiting(f)
-	}
-	<-ch
-}
-
 // hooks are seams for the package's tests, which set them to stop a read or
 // a fill at a chosen point; they are nil otherwise.
 var hooks struct {
@@ -471,38 +452,9 @@ var hooks struct {
 	// filling is called by a fill that holds its refill blocks and has
 	// fetched the span [s0, s1), before it writes it to the file.
 	filling func(f *File, s0, s1 int64)
-	// waiting is called before a read or a fill waits for a fill in flight.
-	waiting func(f *File)
-}
-
-func (f *File) lock(b0, b1 int64) (unlock func(), waited bool) {
-	var mine []int64
-	for b := b0; b < b1; b++ {
-		for {
-			f.fillMu.Lock()
-			ch, busy := f.fills[b]
-			if !busy {
-				f.fills[b] = make(chan struct{})
-				f.begun.Add(1)
-				f.active.Add(1)
-				f.fillMu.Unlock()
-				mine = append(mine, b)
-				break
-			}
-			f.fillMu.Unlock()
-			f.wait(ch)
-			waited = true
-		}
-	}
-	return func() {
-		f.fillMu.Lock()
-		for _, b := range mine {
-			close(f.fills[b])
-			delete(f.fills, b)
-			f.active.Add(-1)
-		}
-		f.fillMu.Unlock()
-	}, waited
+	// waiting is called before a read or a writer waits for a claim in
+	// flight (a fill's or the background download's).
+	waiting func(t *Tracker)
 }
 
 // Invalidate punches [off, off+length) (widened to 4 KiB) out of the
@@ -518,6 +470,10 @@ func (f *File) Invalidate(off, length int64) error {
 	}
 	a0 := max(off, 0) / align * align
 	a1 := (off + length + align - 1) / align * align
+	// Readers of other files on the download file must not trust a
+	// probe made before the punch.
+	release := f.t.Claim(a0, a1)
+	defer release()
 	if err := f.fh.Punch(a0, a1-a0); err != nil {
 		return fmt.Errorf("download cache %s: invalidate: %w", f.path, err)
 	}

@@ -67,8 +67,8 @@ func newFillRace(t *testing.T, leave func(r *fillRace, s0, s1 int64) error) *fil
 			<-r.release
 		})
 	}
-	hooks.waiting = func(f *File) {
-		if f == r.f {
+	hooks.waiting = func(t *Tracker) {
+		if t == r.f.t {
 			r.waitOnce.Do(func() { close(r.waiting) })
 		}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	dlcache "github.com/overlaybd-go/overlaybd/caches/download"
 	"github.com/overlaybd-go/overlaybd/core"
 )
 
@@ -28,6 +29,13 @@ const (
 	// CommitFileName is the verified, complete layer.
 	CommitFileName = "overlaybd.commit"
 )
+
+// downloadHooks are seams for the package's tests, nil otherwise.
+var downloadHooks struct {
+	// writing is called by a download that has claimed [off, end) of the
+	// download file at path and is about to write it.
+	writing func(path string, off, end int64)
+}
 
 // ErrDigestMismatch reports a downloaded blob whose sha256 is not its
 // digest. The download file is discarded.
@@ -76,6 +84,12 @@ var busyDirs sync.Map
 // path it returns. An existing overlaybd.commit is returned as is. On a
 // digest mismatch the download file is discarded and the error wraps
 // ErrDigestMismatch.
+//
+// The download cache reads the same file lazily (caches/download): every
+// write, punch and truncation of the file is made under a claim of its
+// span in the file's dlcache.Tracker, so that a cache read never takes a
+// span being written for cached data. Claims are taken per block around
+// the write, never around the network read.
 func DownloadLayer(ctx context.Context, src core.Source, dir, digest string, o DownloadOptions, full bool) (string, error) {
 	o.defaults()
 	commit := filepath.Join(dir, CommitFileName)
@@ -92,15 +106,23 @@ func DownloadLayer(ctx context.Context, src core.Source, dir, digest string, o D
 		return "", fmt.Errorf("download: %w", err)
 	}
 	defer fh.Close()
+	fd := int(fh.Fd())
+	spans, err := dlcache.TrackFile(fd)
+	if err != nil {
+		return "", fmt.Errorf("download %s: %w", path, err)
+	}
+	defer spans.Close()
 	size := src.Size()
+	release := spans.Claim(0, dlcache.WholeFile)
 	if st, err := fh.Stat(); err != nil || st.Size() != size {
 		if err := errors.Join(fh.Truncate(0), fh.Truncate(size)); err != nil {
+			release()
 			return "", fmt.Errorf("download %s: %w", path, err)
 		}
 	}
+	release()
 	lim := newLimiter(o.MaxBytesPerSecond)
 	buf := make([]byte, o.BlockSize)
-	fd := int(fh.Fd())
 	for off := int64(0); off < size; off += o.BlockSize {
 		n := min(o.BlockSize, size-off)
 		if !full {
@@ -130,32 +152,21 @@ func DownloadLayer(ctx context.Context, src core.Source, dir, digest string, o D
 		if rerr != nil {
 			return "", fmt.Errorf("download %s at %d: %w", Redact(src.Key()), off, rerr)
 		}
-		var werr error
-		for try := 0; try < 2; try++ {
-			if _, werr = fh.WriteAt(buf[:n], off); werr == nil {
-				break
-			}
-		}
-		if werr != nil {
-			// A short write leaves a partly written block that lazy
-			// readers of the file (SEEK_DATA) would take for data.
-			end := (off + n + 4095) / 4096 * 4096
-			if perr := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off/4096*4096, end-off/4096*4096); perr != nil {
-				fh.Truncate(0)
-				fh.Truncate(size)
-			}
-			return "", fmt.Errorf("download %s: %w", path, werr)
+		if werr := writeClaimed(fh, spans, path, buf[:n], off, size); werr != nil {
+			return "", werr
 		}
 	}
-	got, err := fileDigest(ctx, fh)
+	got, err := fileDigest(ctx, fh, spans)
 	if err != nil {
 		return "", err
 	}
 	if got != digest {
 		// Discard everything, including ranges lazy reads put there: the
 		// next attempt fetches the whole blob again.
+		release := spans.Claim(0, dlcache.WholeFile)
 		fh.Truncate(0)
 		fh.Truncate(size)
+		release()
 		return "", fmt.Errorf("download %s: got %s, want %s; file discarded: %w", dir, got, digest, ErrDigestMismatch)
 	}
 	if err := fh.Sync(); err != nil {
@@ -169,6 +180,34 @@ func DownloadLayer(ctx context.Context, src core.Source, dir, digest string, o D
 		d.Close()
 	}
 	return commit, nil
+}
+
+// writeClaimed writes p at off of the download file fh (of size bytes, at
+// path) under a claim of its span (widened to whole pages, which a failed
+// write punches). A short write leaves a partly written block that lazy
+// readers of the file (SEEK_DATA) would take for data: it is punched out
+// again, or, if that fails, the whole file is discarded.
+func writeClaimed(fh *os.File, spans *dlcache.Tracker, path string, p []byte, off, size int64) error {
+	n := int64(len(p))
+	p0, p1 := off/4096*4096, (off+n+4095)/4096*4096
+	release := spans.Claim(p0, p1)
+	defer func() { release() }()
+	if downloadHooks.writing != nil {
+		downloadHooks.writing(path, p0, p1)
+	}
+	var werr error
+	for try := 0; try < 2; try++ {
+		if _, werr = fh.WriteAt(p, off); werr == nil {
+			return nil
+		}
+	}
+	if perr := unix.Fallocate(int(fh.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, p0, p1-p0); perr != nil {
+		release()
+		release = spans.Claim(0, dlcache.WholeFile)
+		fh.Truncate(0)
+		fh.Truncate(size)
+	}
+	return fmt.Errorf("download %s: %w", path, werr)
 }
 
 // Audit events of the remote layers (REMOTE.md §11.2; core/audit holds
@@ -187,14 +226,19 @@ func auditName(src core.Source) string {
 	return src.Key()
 }
 
-func fileDigest(ctx context.Context, fh *os.File) (string, error) {
+// fileDigest returns the sha256 of the download file fh. Each read holds
+// writers out of its span, and waits for those in it: a cache fill the
+// download skipped (its span was already allocated) may still be writing.
+func fileDigest(ctx context.Context, fh *os.File, spans *dlcache.Tracker) (string, error) {
 	h := sha256.New()
 	buf := make([]byte, 1<<20)
 	for off := int64(0); ; {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
+		release := spans.Hold(off, off+int64(len(buf)))
 		n, err := fh.ReadAt(buf, off)
+		release()
 		h.Write(buf[:n])
 		off += int64(n)
 		if errors.Is(err, io.EOF) {
