@@ -7,12 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/overlaybd-go/overlaybd/core/config"
+	"github.com/overlaybd-go/overlaybd/internal/logtest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
 
@@ -267,7 +267,7 @@ func TestInstalledNbdUnitServes(t *testing.T) {
 		a = strings.ReplaceAll(a, "/opt/overlaybd/", root+"/opt/overlaybd/")
 		args = append(args, a)
 	}
-	log := &lockedBuffer{}
+	log := &logtest.Buffer{}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
@@ -314,22 +314,4 @@ func TestInstalledNbdUnitServes(t *testing.T) {
 	if len(served) == 0 || !bytes.Equal(served, want) {
 		t.Errorf("served %d bytes, overlaybd-cat %d; equal %v", len(served), len(want), bytes.Equal(served, want))
 	}
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/image"
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/logtest"
 	"github.com/overlaybd-go/overlaybd/internal/registrytest"
 	"github.com/overlaybd-go/overlaybd/internal/testvectors"
 )
@@ -56,30 +57,12 @@ func runTool(tb testing.TB, name string, args ...string) string {
 	return string(out)
 }
 
-// syncBuffer collects the server's log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // server is overlaybd-nbd running in-process.
 type server struct {
 	addr   net.Addr
 	cancel context.CancelFunc
 	done   chan int
-	log    *syncBuffer
+	log    *logtest.Buffer
 	once   sync.Once
 }
 
@@ -87,7 +70,7 @@ type server struct {
 func start(tb testing.TB, args ...string) *server {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{cancel: cancel, done: make(chan int, 1), log: &syncBuffer{}}
+	s := &server{cancel: cancel, done: make(chan int, 1), log: &logtest.Buffer{}}
 	ready := make(chan net.Addr, 1)
 	go func() { s.done <- run(ctx, args, s.log, ready) }()
 	select {
@@ -419,7 +402,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--bogus"}, exitUsage, "overlaybd-nbd: unknown flag: --bogus\n"},
 		{[]string{"--bogus", "-Q", "--unix", sock, "--nope=1", ro}, exitUsage, "overlaybd-nbd: unknown flags: --bogus -Q --nope=1\n"},
 	} {
-		var log syncBuffer
+		var log logtest.Buffer
 		code := run(context.Background(), tc.args, &log, nil)
 		if code != tc.code || !strings.Contains(log.String(), tc.msg) {
 			t.Errorf("%q: exit %d (want %d), output:\n%s", tc.args, code, tc.code, log.String())
@@ -576,7 +559,7 @@ func TestIOEngines(t *testing.T) {
 		}
 	}
 	svc := writeJSON(t, filepath.Join(dir, "bad.json"), map[string]any{"ioEngine": 7})
-	var log syncBuffer
+	var log logtest.Buffer
 	if code := run(context.Background(), []string{"--unix", filepath.Join(dir, "x.sock"), "--service_config_path", svc, cfg}, &log, nil); code != exitFailure {
 		t.Errorf("ioEngine 7: exit %d\n%s", code, log.String())
 	}
@@ -602,7 +585,7 @@ func TestSignals(t *testing.T) {
 	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
 		sock := filepath.Join(dir, "s.sock")
 		cmd := exec.Command(bin, "--unix", sock, cfg)
-		var log syncBuffer
+		var log logtest.Buffer
 		cmd.Stderr = &log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -682,7 +665,7 @@ func TestRemoteImage(t *testing.T) {
 	bad := writeJSON(t, filepath.Join(dir, "bad.json"), map[string]any{
 		"repoBlobUrl": reg.RepoBlobURL("stack/app"), "lowers": lowers, "resultFile": filepath.Join(dir, "bad-result"),
 	})
-	var log syncBuffer
+	var log logtest.Buffer
 	if code := run(context.Background(), []string{"--unix", sock, "--service_config_path", svc, bad}, &log, nil); code != exitFailure {
 		t.Fatalf("missing blob: exit %d\n%s", code, log.String())
 	}

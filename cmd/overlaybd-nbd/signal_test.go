@@ -19,6 +19,7 @@ import (
 	"github.com/overlaybd-go/overlaybd/core/lsmt"
 	"github.com/overlaybd-go/overlaybd/core/prefetch"
 	"github.com/overlaybd-go/overlaybd/engines/psync"
+	"github.com/overlaybd-go/overlaybd/internal/logtest"
 	"github.com/overlaybd-go/overlaybd/internal/registrytest"
 )
 
@@ -98,7 +99,7 @@ func fileOffset(t *testing.T, blob []byte) int64 {
 // (through a fault proxy), under a writable upper, and recording a trace.
 type recording struct {
 	cmd          *exec.Cmd
-	log          *syncBuffer
+	log          *logtest.Buffer
 	proxy        *registrytest.FaultProxy
 	client       *nbdclient.Client
 	trace        string
@@ -117,7 +118,7 @@ func startRecording(t *testing.T, bin string) *recording {
 	r0 := fileOffset(t, blob)
 	dgst := reg.PushBlob(t, "stack/app", blob)
 	proxy := registrytest.NewFaultProxy(t, reg.URL)
-	r := &recording{log: &syncBuffer{}, proxy: proxy, trace: filepath.Join(dir, "trace"), waited: make(chan error, 1), dataOffset: r0}
+	r := &recording{log: &logtest.Buffer{}, proxy: proxy, trace: filepath.Join(dir, "trace"), waited: make(chan error, 1), dataOffset: r0}
 	if err := os.WriteFile(r.trace, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
