@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,6 +73,7 @@ func Run(t *testing.T, cfg Config) {
 				{"CloseInFlight", testCloseInFlight},
 				{"Depth", testDepth},
 				{"ConcurrentDepth", testConcurrentDepth},
+				{"DepthPhases", testDepthPhases},
 				{"Counters", testCounters},
 				{"OtherDescriptor", testOtherDescriptor},
 			} {
@@ -680,6 +682,72 @@ func testConcurrentDepth(t *testing.T, e *env) {
 		}
 	}
 	t.Fatalf("MaxInFlight = %d after 20 rounds of 32 goroutines reading O_DIRECT, want at least 2", st.MaxInFlight)
+}
+
+// testDepthPhases moves one engine back and forth between one goroutine
+// reading alone and 32 reading at once, and overlaps the two (one goroutine
+// keeps reading while the others start and stop), checking every byte: the
+// asynchronous engines serve a lone reader on its own goroutine and deep
+// queues on the engine's issuer, and hand the queue from one to the other.
+// A lost hand-over shows as a read that never returns, which the phase's
+// deadline turns into a failure.
+func testDepthPhases(t *testing.T, e *env) {
+	f := e.open(t, "phases")
+	defer f.Close()
+	const blocks = 512
+	data := randomBytes(e.rng, blocks*4096)
+	if n, err := f.WriteAt(data, 0); n != len(data) || err != nil {
+		t.Fatalf("WriteAt = %d, %v", n, err)
+	}
+	reader := func(seed uint64, reads int, stop *atomic.Bool) {
+		r := rand.New(rand.NewPCG(seed, 9))
+		buf := make([]byte, 8192)
+		for len(buf) > 4096 && uintptrOf(buf)%4096 != 0 {
+			buf = buf[1:]
+		}
+		buf = buf[:4096]
+		for i := 0; i < reads || (stop != nil && !stop.Load()); i++ {
+			off := r.Int64N(blocks) * 4096
+			if n, err := f.ReadAt(buf, off); n != 4096 || err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+				t.Errorf("ReadAt(%d) = %d, %v (or wrong data)", off, n, err)
+				return
+			}
+		}
+	}
+	phase := func(name string, fn func()) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fn()
+		}()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("phase %s did not finish in 2 minutes: a request was never completed", name)
+		}
+	}
+	many := func(seed uint64) {
+		var wg sync.WaitGroup
+		for g := range 32 {
+			wg.Go(func() { reader(seed+uint64(g), 16, nil) })
+		}
+		wg.Wait()
+	}
+	for round := range 3 {
+		phase("alone", func() { reader(uint64(round), 64, nil) })
+		phase("32 at once", func() { many(uint64(100 * (round + 1))) })
+		phase("alone and 32", func() {
+			var stop atomic.Bool
+			var wg sync.WaitGroup
+			wg.Go(func() { reader(uint64(1000+round), 1, &stop) })
+			many(uint64(2000 * (round + 1)))
+			stop.Store(true)
+			wg.Wait()
+		})
+		if t.Failed() {
+			return
+		}
+	}
 }
 
 // testOtherDescriptor grows the file through another descriptor and then

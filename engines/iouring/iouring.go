@@ -2,19 +2,17 @@
 // golang.org/x/sys/unix without cgo. It has no upstream number; this
 // project gives it ioEngine 3 (the C++ daemon rejects 3 and every name).
 //
-// One ring serves every file of an engine. Goroutines write their requests
-// into the submission queue under a short lock; one of them at a time
-// enters the kernel and submits everything queued so far, also the other
-// goroutines' requests (flat combining), so many concurrent readers share
-// few system calls and a batch of many requests is one enter. Completions
-// signal an eventfd registered with the ring and watched by the Go
-// runtime's poller; one reaper goroutine, owned by the engine and stopped by
-// Close, reads the completion queue from user space and wakes the
-// submitters; a submitter also reaps what its own enter completed, and at
-// low depth one submitter waits inside io_uring_enter(GETEVENTS) and reaps
-// for everyone, which saves the trip through the eventfd and the poller.
-// In-flight requests are bounded by the queue size, so the completion queue
-// cannot overflow.
+// One ring serves every file of an engine, and one issuer goroutine, owned
+// by the engine and stopped by Close, drives it the way fio's single thread
+// does: goroutines write their SQEs under a short lock and wait; the issuer
+// submits everything queued and waits for a completion in one
+// io_uring_enter, and completes one request per turn, letting the woken
+// goroutine queue its next request before it enters again, so the queue
+// stays full and submitting goroutines make no system call. At low depth,
+// while the issuer is parked, a submitter instead submits and waits inside
+// io_uring_enter itself, as a single-threaded program would. In-flight
+// requests are bounded by the queue size, so the completion queue cannot
+// overflow.
 //
 // Buffers handed to the kernel are pinned (runtime.Pinner) until their
 // request completes. Files are registered in a sparse file table (fixed

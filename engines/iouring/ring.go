@@ -2,7 +2,7 @@ package iouring
 
 import (
 	"fmt"
-	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,9 +49,18 @@ const (
 	enterGetEvents = 1 << 0
 	enterExtArg    = 1 << 3
 
-	// kernelWaitSlice bounds one wait in io_uring_enter, so that a waiter
-	// whose completion another goroutine reaped cannot sleep long.
+	// kernelWaitSlice bounds one wait of a serving submitter in
+	// io_uring_enter.
 	kernelWaitSlice = 200 * time.Microsecond
+	// issuerWaitSlice bounds one wait of the issuer in io_uring_enter:
+	// requests queued meanwhile wait at most that long for submission.
+	issuerWaitSlice = 50 * time.Microsecond
+	// reapPerTurn is how many completions the issuer hands back before it
+	// submits again. One, as fio does: the woken submitter's next request
+	// goes to the kernel right away. Handing back the whole completion
+	// queue made the successors of ~20 completions wait for each other,
+	// and the queue swung between 12 and 32 requests (docs/engines.md).
+	reapPerTurn = 1
 	// kernelWaitDepth is the most requests in flight at which a submitter
 	// waits in the kernel; deeper queues are served by the reaper, which
 	// measured as fast there.
@@ -153,20 +162,22 @@ type ring struct {
 	cqTail   *uint32
 	cqMask   uint32
 	entries  int
-	efd      *os.File
-	efdN     int
 	features Features
 
-	cqMu sync.Mutex // serialises readers of the completion queue
-	// kwait is set while a submitter waits for completions inside
-	// io_uring_enter; the reaper then leaves the completion queue to it.
-	kwait       atomic.Bool
-	waitTS      unix.Timespec // the kwait holder's timeout; fixed address
-	waitArg     getEventsArg  // points at waitTS
-	fillMu      sync.Mutex    // serialises writers of the submission queue
-	tail        uint32        // our copy of the SQ tail, under fillMu
+	fillMu      sync.Mutex // serialises writers of the submission queue
+	tail        uint32     // our copy of the SQ tail, under fillMu
 	unsubmitted atomic.Int64
-	submitting  atomic.Bool
+
+	// owner is the right to enter the kernel and to read the completion
+	// queue: the issuer holds it while it runs; while the issuer is parked,
+	// a submitter at low depth may take it and serve itself (see submit).
+	owner    sync.Mutex
+	inKernel int           // submitted and not yet reaped; under owner
+	waitTS   unix.Timespec // the owner's wait timeout; fixed address
+	waitArg  getEventsArg  // points at waitTS
+	parked   atomic.Bool   // the issuer sleeps until kicked
+	kick     chan struct{} // wakes the parked issuer (capacity 1)
+	stop     chan struct{} // closed by Close: the issuer returns
 
 	slots *fileengine.Slots // the requests in flight, bounded by the SQ size
 
@@ -177,7 +188,7 @@ type ring struct {
 
 	mu     sync.RWMutex // shared by submissions, exclusive in Close
 	closed bool
-	reaped chan struct{}
+	done   chan struct{} // closed when the issuer has returned
 }
 
 func sysRegister(fd int, op uint32, arg unsafe.Pointer, nr uint32) error {
@@ -189,7 +200,7 @@ func sysRegister(fd int, op uint32, arg unsafe.Pointer, nr uint32) error {
 }
 
 func newRing(o Options, c *fileengine.Counters) (*ring, error) {
-	r := &ring{c: c, fd: -1, efdN: -1, reaped: make(chan struct{})}
+	r := &ring{c: c, fd: -1, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -243,15 +254,6 @@ func newRing(o Options, c *fileengine.Counters) (*ring, error) {
 		array[i] = uint32(i)
 	}
 
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("io_uring: eventfd: %w", err)
-	}
-	r.efdN = efd
-	e32 := int32(efd)
-	if err := sysRegister(r.fd, registerEventfd, unsafe.Pointer(&e32), 1); err != nil {
-		return nil, fmt.Errorf("io_uring: register eventfd: %w", err)
-	}
 	if o.FixedFiles > 0 {
 		table := make([]int32, o.FixedFiles)
 		for i := range table {
@@ -274,9 +276,9 @@ func newRing(o Options, c *fileengine.Counters) (*ring, error) {
 	}
 
 	r.slots = fileengine.NewSlots(r.entries, c)
-	r.efd = os.NewFile(uintptr(efd), "io_uring-eventfd")
+	r.waitArg = getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&r.waitTS)))}
 	ok = true
-	go r.reap()
+	go r.issue()
 	return r, nil
 }
 
@@ -294,7 +296,7 @@ func (r *ring) probe() error {
 	return nil
 }
 
-// release frees what newRing acquired (the reaper is not running).
+// release frees what newRing acquired (the issuer is not running).
 func (r *ring) release() {
 	if r.bufs != nil {
 		r.bufs.unmap()
@@ -311,14 +313,9 @@ func (r *ring) release() {
 	if r.fd >= 0 {
 		unix.Close(r.fd)
 	}
-	if r.efd != nil {
-		r.efd.Close()
-	} else if r.efdN >= 0 {
-		unix.Close(r.efdN)
-	}
 }
 
-// Close waits for the submissions in flight, stops the reaper and tears
+// Close waits for the submissions in flight, stops the issuer and tears
 // the ring down.
 func (r *ring) Close() error {
 	r.mu.Lock()
@@ -327,40 +324,99 @@ func (r *ring) Close() error {
 		return nil
 	}
 	r.closed = true
-	err := r.efd.Close() // wakes the reaper
-	<-r.reaped
-	r.efd = nil
-	r.efdN = -1
+	close(r.stop) // nothing is in flight: the issuer is parked or parking
+	<-r.done
 	r.release()
-	return err
+	return nil
 }
 
-func (r *ring) reap() {
-	defer close(r.reaped)
-	var counter [8]byte
+// issue is the engine's issuer: while requests are queued or in the
+// kernel it submits everything queued and waits for completions in one
+// io_uring_enter, then completes what the completion queue holds, waking
+// the submitters; when nothing is left it parks until a submitter kicks
+// it. Submitters only write SQEs, so at depth the kernel sees few, large
+// submissions from one thread, as with fio's single submit-and-reap loop.
+func (r *ring) issue() {
+	defer close(r.done)
+	r.owner.Lock()
 	for {
-		if _, err := r.efd.Read(counter[:]); err != nil {
-			return // Close closed the eventfd; nothing is in flight then.
-		}
-		if r.kwait.Load() {
-			// A submitter is waiting in the kernel and drains the queue
-			// once more after it stops waiting.
+		if r.unsubmitted.Load() == 0 && r.inKernel == 0 {
+			r.owner.Unlock()
+			r.parked.Store(true)
+			if r.unsubmitted.Load() == 0 {
+				select {
+				case <-r.kick:
+				case <-r.stop:
+					return
+				}
+			}
+			r.parked.Store(false)
+			r.owner.Lock()
 			continue
 		}
-		r.cqMu.Lock()
-		for r.drain() > 0 {
+		if r.enter(issuerWaitSlice, reapPerTurn) > 0 && (r.inKernel > 0 || r.unsubmitted.Load() > 0) {
+			// Let the submitter just woken run and queue its next
+			// request, so that the next enter carries it at once. When
+			// nothing is left the issuer parks instead, so that a
+			// submitter at low depth finds it parked and serves itself.
+			runtime.Gosched()
 		}
-		r.cqMu.Unlock()
 	}
 }
 
-// drain completes every request in the completion queue. The caller holds
-// cqMu.
-func (r *ring) drain() int {
+// enter submits the queued SQEs and, when anything is in the kernel and
+// the completion queue is empty, waits up to slice for a completion; then
+// it completes at most reap requests from the completion queue and returns
+// how many. With nothing to submit and completions at hand it makes no
+// system call. The caller holds owner.
+func (r *ring) enter(slice time.Duration, reap int) int {
+	n := r.unsubmitted.Load()
+	if n > 0 || r.cqEmpty() {
+		var minComplete, flags uintptr
+		var arg, argSize uintptr
+		if r.inKernel+int(n) > 0 {
+			minComplete, flags = 1, enterGetEvents
+			if r.features.Flags&featExtArg != 0 {
+				// Without EXT_ARG the wait has no timeout: requests queued
+				// meanwhile are submitted after the next completion.
+				r.waitTS = unix.NsecToTimespec(int64(slice))
+				flags |= enterExtArg
+				arg, argSize = uintptr(unsafe.Pointer(&r.waitArg)), unsafe.Sizeof(r.waitArg)
+			}
+		}
+		got, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), minComplete, flags, arg, argSize)
+		switch {
+		case errno == 0 && got > 0:
+			r.unsubmitted.Add(-int64(got))
+			r.inKernel += int(got)
+			r.c.Submitted(int(got))
+		case errno == 0, errno == unix.ETIME, errno == unix.EINTR:
+			// Nothing submitted, the slice ended or a signal came.
+		default:
+			// EAGAIN or EBUSY: the kernel is short of memory or of
+			// completion room; nothing else is expected with valid
+			// entries. Reap, and retry after a pause (no spinning).
+			r.inKernel -= r.drain(r.entries)
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	done := r.drain(reap)
+	r.inKernel -= done
+	return done
+}
+
+// cqEmpty reports whether the completion queue holds no completion.
+func (r *ring) cqEmpty() bool {
+	return atomic.LoadUint32(r.cqHead) == atomic.LoadUint32(r.cqTail)
+}
+
+// drain completes at most limit requests from the completion queue and
+// returns how many. The caller holds owner.
+func (r *ring) drain(limit int) int {
 	head := atomic.LoadUint32(r.cqHead)
 	tail := atomic.LoadUint32(r.cqTail)
 	n := 0
-	for ; head != tail; head++ {
+	for ; head != tail && n < limit; head++ {
 		c := r.cqes[head&r.cqMask]
 		atomic.StoreUint32(r.cqHead, head+1)
 		r.slots.Complete(c.userData, int64(c.res))
@@ -369,62 +425,26 @@ func (r *ring) drain() int {
 	return n
 }
 
-// waitInKernel waits for bt's completions inside io_uring_enter, the way a
-// single-threaded program does, reaping every completion that arrives
-// (also other goroutines'), instead of going through the eventfd, the
-// runtime's poller and the reaper: at low depth that round trip is most of
-// the latency. Only one goroutine at a time waits so (kwait); the others
-// and the reaper stand by. Waits are bounded, because the reaper may have
-// taken the completion just before kwait was set.
-func (r *ring) waitInKernel(bt *fileengine.Waiter) {
-	// The arguments live in the ring (a heap object that does not move),
-	// not on this goroutine's stack, which may move: the kernel follows the
-	// pointer to the timeout.
-	r.waitTS = unix.NsecToTimespec(int64(kernelWaitSlice))
-	r.waitArg = getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&r.waitTS)))}
-	for bt.Pending() {
-		unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, enterGetEvents|enterExtArg,
-			uintptr(unsafe.Pointer(&r.waitArg)), unsafe.Sizeof(r.waitArg))
-		r.cqMu.Lock()
-		r.drain()
-		r.cqMu.Unlock()
+// wake kicks the issuer if it is parked.
+func (r *ring) wake() {
+	if r.parked.Load() {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
 	}
-	r.kwait.Store(false)
-	// Completions that arrived while kwait was set may have been left by
-	// the reaper: take them now (later ones wake the reaper).
-	r.cqMu.Lock()
-	r.drain()
-	r.cqMu.Unlock()
 }
 
-// flush submits the queued entries. Whoever finds the submitter role free
-// takes it and submits every entry queued so far, also other goroutines';
-// the others return at once, so concurrent submitters share enters.
-func (r *ring) flush() {
-	for r.unsubmitted.Load() > 0 {
-		if !r.submitting.CompareAndSwap(false, true) {
-			return
-		}
-		backoff := 10 * time.Microsecond
-		for {
-			n := r.unsubmitted.Load()
-			if n == 0 {
-				break
-			}
-			got, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
-			if errno != 0 {
-				// EINTR, EAGAIN and EBUSY are transient; nothing else is
-				// expected with valid entries. Retry without spinning.
-				time.Sleep(backoff)
-				backoff = min(2*backoff, 10*time.Millisecond)
-				continue
-			}
-			if got > 0 {
-				r.unsubmitted.Add(-int64(got))
-				r.c.Submitted(int(got))
-			}
-		}
-		r.submitting.Store(false)
+// serve submits and waits in place of the parked issuer until bt has
+// completed, completing every request that arrives (also other
+// goroutines'), the way a single-threaded program does: at low depth the
+// trip to the issuer and back is most of the latency. The caller holds
+// owner, and hands what is left to the issuer afterwards. It stops early
+// when the queue has grown past kernelWaitDepth: the issuer, which waits
+// in shorter slices, serves deeper queues.
+func (r *ring) serve(bt *fileengine.Waiter) {
+	for bt.Pending() && r.c.InFlight() <= kernelWaitDepth {
+		r.enter(kernelWaitSlice, r.entries)
 	}
 }
 
@@ -457,18 +477,21 @@ func (r *ring) submit(reqs []core.IORequest, fill func(i int, s *sqe)) error {
 		atomic.StoreUint32(r.sqTail, r.tail)
 		r.unsubmitted.Add(int64(k))
 		r.fillMu.Unlock()
-		r.flush()
 		i += k
-	}
-	// Requests the kernel completed during the enter (page-cache hits)
-	// are already in the completion queue: reap them here rather than
-	// wait for the reaper to be scheduled.
-	if r.cqMu.TryLock() {
-		r.drain()
-		r.cqMu.Unlock()
-	}
-	if bt.Pending() && r.c.InFlight() <= kernelWaitDepth && r.features.Flags&featExtArg != 0 && r.kwait.CompareAndSwap(false, true) {
-		r.waitInKernel(bt)
+		if i < n || !r.parked.Load() || r.c.InFlight() > kernelWaitDepth || !r.owner.TryLock() {
+			r.wake()
+			continue
+		}
+		// The issuer is parked and the queue is short: serve ourselves.
+		r.serve(bt)
+		left := r.unsubmitted.Load() > 0 || r.inKernel > 0
+		r.owner.Unlock()
+		if left {
+			select {
+			case r.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
 	bt.Wait()
 	return nil

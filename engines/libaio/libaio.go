@@ -8,17 +8,17 @@
 // file without O_DIRECT, and a filesystem that refuses O_DIRECT gets a
 // buffered file with one log line.
 //
-// One kernel AIO context serves every file of an engine. Goroutines queue
-// their control blocks and whichever finds the submitter role free hands
-// everything queued to one io_submit call, so concurrent readers share
-// system calls; at most the engine's queue depth is in flight. Completions
-// signal an eventfd that the Go runtime's poller watches; one reaper
-// goroutine, owned by the engine and stopped by Close, collects them with a
-// non-blocking io_getevents and wakes the submitters. At low depth one
-// submitter instead waits inside io_getevents and completes whatever
-// arrives, which saves the trip through the eventfd and the poller. Buffers
-// handed to the kernel are pinned (runtime.Pinner) until their request
-// completes.
+// One kernel AIO context serves every file of an engine, and one issuer
+// goroutine, owned by the engine and stopped by Close, drives it the way
+// fio's single thread does: goroutines queue their control blocks and wait;
+// the issuer hands everything queued to one io_submit, waits for
+// completions in io_getevents, and completes them one per turn, letting
+// the woken goroutine queue its next request before it submits again, so
+// the queue stays full. At low depth, while the issuer is parked, a
+// submitter instead submits and waits inside io_getevents itself, as a
+// single-threaded program would. At most the engine's queue depth is in
+// flight. Buffers handed to the kernel are pinned (runtime.Pinner) until
+// their request completes.
 //
 // When the kernel refuses native AIO (ENOSYS; EPERM or EACCES under a
 // seccomp filter; EAGAIN when fs.aio-max-nr is used up), the registered
@@ -29,7 +29,6 @@ package libaio
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -109,8 +108,6 @@ const (
 	cmdPread  = 0
 	cmdPwrite = 1
 	cmdFdsync = 3
-
-	flagResfd = 1 << 0
 )
 
 type iocb struct {
@@ -139,28 +136,33 @@ type backend struct {
 	c     *fileengine.Counters
 	ctx   uintptr
 	depth int
-	efd   *os.File
-	efdN  int
 
 	slots *fileengine.Slots // the requests in flight, at most depth
 
-	// Control blocks queued for io_submit by any goroutine; whoever takes
-	// the submitter role submits all of them (see flush).
-	queueMu    sync.Mutex
-	queue      []*iocb
-	spare      []*iocb
-	queued     atomic.Int64
-	submitting atomic.Bool
+	// Control blocks queued for io_submit by any goroutine; the owner
+	// submits all of them.
+	queueMu sync.Mutex
+	queue   []*iocb
+	spare   []*iocb
+	queued  atomic.Int64
 
-	// kwait is set while a submitter waits for completions inside
-	// io_getevents (see waitInKernel); the reaper then leaves them to it.
-	kwait      atomic.Bool
-	waitTS     unix.Timespec
-	waitEvents []ioEvent
+	// owner is the right to call io_submit and io_getevents: the issuer
+	// holds it while it runs; while the issuer is parked, a submitter at
+	// low depth may take it and serve itself (see submit).
+	owner    sync.Mutex
+	inKernel int // submitted and not yet collected; under owner
+	waitTS   unix.Timespec
+	// events[evHead:evTail] were collected from the kernel and are not yet
+	// completed; under owner.
+	events         []ioEvent
+	evHead, evTail int
+	parked         atomic.Bool   // the issuer sleeps until kicked
+	kick           chan struct{} // wakes the parked issuer (capacity 1)
+	stop           chan struct{} // closed by Close: the issuer returns
 
 	mu     sync.RWMutex // shared by submissions, exclusive in Close
 	closed bool
-	reaped chan struct{}
+	done   chan struct{} // closed when the issuer has returned
 }
 
 func newBackend(depth int, c *fileengine.Counters) (*backend, error) {
@@ -168,19 +170,15 @@ func newBackend(depth int, c *fileengine.Counters) (*backend, error) {
 	if _, _, errno := unix.Syscall(unix.SYS_IO_SETUP, uintptr(depth), uintptr(unsafe.Pointer(&ctx)), 0); errno != 0 {
 		return nil, fmt.Errorf("libaio: io_setup(%d): %w", depth, errno)
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Syscall(unix.SYS_IO_DESTROY, ctx, 0, 0)
-		return nil, fmt.Errorf("libaio: eventfd: %w", err)
-	}
 	b := &backend{
 		c: c, ctx: ctx, depth: depth,
-		efd: os.NewFile(uintptr(efd), "libaio-eventfd"), efdN: efd,
-		slots:      fileengine.NewSlots(depth, c),
-		waitEvents: make([]ioEvent, 64),
-		reaped:     make(chan struct{}),
+		slots:  fileengine.NewSlots(depth, c),
+		events: make([]ioEvent, depth),
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
-	go b.reap()
+	go b.issue()
 	return b, nil
 }
 
@@ -189,8 +187,8 @@ func (b *backend) Attach(fd int, name string) (fileengine.Target, error) {
 	return &target{b: b, fd: fd}, nil
 }
 
-// Close waits for the submissions in flight, stops the reaper and destroys
-// the AIO context.
+// Close waits for the submissions in flight, stops the issuer and
+// destroys the AIO context.
 func (b *backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -198,86 +196,126 @@ func (b *backend) Close() error {
 		return nil
 	}
 	b.closed = true
-	errF := b.efd.Close() // wakes the reaper
-	<-b.reaped
-	var errD error
+	close(b.stop) // nothing is in flight: the issuer is parked or parking
+	<-b.done
 	if _, _, errno := unix.Syscall(unix.SYS_IO_DESTROY, b.ctx, 0, 0); errno != 0 {
-		errD = fmt.Errorf("libaio: io_destroy: %w", errno)
+		return fmt.Errorf("libaio: io_destroy: %w", errno)
 	}
-	return errors.Join(errF, errD)
+	return nil
 }
 
-func (b *backend) reap() {
-	defer close(b.reaped)
-	var counter [8]byte
-	events := make([]ioEvent, 256)
-	zero := unix.Timespec{}
-	for {
-		if _, err := b.efd.Read(counter[:]); err != nil {
-			// Close closed the eventfd; nothing is in flight then.
-			return
-		}
-		if b.kwait.Load() {
-			// A submitter is waiting in the kernel and reaps once more
-			// after it stops waiting.
-			continue
-		}
-		b.reapNow(events, &zero)
-	}
-}
+// issuerWaitSlice bounds one wait of the issuer in io_getevents: requests
+// queued meanwhile wait at most that long for submission.
+const issuerWaitSlice = 50 * time.Microsecond
 
-// reapNow completes every event the context has now.
-func (b *backend) reapNow(events []ioEvent, zero *unix.Timespec) {
-	for {
-		n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, b.ctx, 0, uintptr(len(events)),
-			uintptr(unsafe.Pointer(&events[0])), uintptr(unsafe.Pointer(zero)), 0)
-		if errno == unix.EINTR {
-			continue
-		}
-		if errno != 0 || n == 0 {
-			return
-		}
-		for _, ev := range events[:n] {
-			b.slots.Complete(ev.data, ev.res)
-		}
-		if int(n) < len(events) {
-			return
-		}
-	}
-}
-
-// kernelWaitSlice bounds one wait in io_getevents, so that a waiter whose
-// completion the reaper took cannot sleep long.
+// kernelWaitSlice bounds one wait of a serving submitter in io_getevents.
 const kernelWaitSlice = 200 * time.Microsecond
 
-// kernelWaitDepth is the most requests in flight at which a submitter waits
-// in the kernel; deeper queues are served by the reaper, which measured as
-// fast there.
+// kernelWaitDepth is the most requests in flight at which a submitter
+// serves itself when the issuer is parked.
 const kernelWaitDepth = 4
 
-// waitInKernel waits for bt's completions inside io_getevents, the way a
-// single-threaded program does, completing every event that arrives (also
-// other goroutines'), instead of going through the eventfd, the runtime's
-// poller and the reaper: at low depth that round trip is most of the
-// latency. Only one goroutine at a time waits so (kwait).
-func (b *backend) waitInKernel(bt *fileengine.Waiter) {
-	b.waitTS = unix.NsecToTimespec(int64(kernelWaitSlice))
-	for bt.Pending() {
-		n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, b.ctx, 1, uintptr(len(b.waitEvents)),
-			uintptr(unsafe.Pointer(&b.waitEvents[0])), uintptr(unsafe.Pointer(&b.waitTS)), 0)
-		if errno == 0 {
-			for _, ev := range b.waitEvents[:n] {
-				b.slots.Complete(ev.data, ev.res)
+// reapPerTurn is how many completions the issuer hands back before it
+// submits again. One, as fio does: the woken submitter's next request goes
+// to the kernel right away. Handing back everything collected made the
+// successors of ~20 completions wait for each other, and the queue swung
+// between 12 and 32 requests (see docs/engines.md).
+const reapPerTurn = 1
+
+// issue is the engine's issuer: while control blocks are queued or in the
+// kernel it submits everything queued in one io_submit and waits for
+// completions in io_getevents, completing the requests and waking their
+// submitters; when nothing is left it parks until a submitter kicks it.
+// Submitters only queue control blocks, so at depth the kernel sees few,
+// large submissions from one thread, as with fio's single loop.
+func (b *backend) issue() {
+	defer close(b.done)
+	b.owner.Lock()
+	for {
+		if b.queued.Load() == 0 && b.inKernel == 0 && b.evHead == b.evTail {
+			b.owner.Unlock()
+			b.parked.Store(true)
+			if b.queued.Load() == 0 {
+				select {
+				case <-b.kick:
+				case <-b.stop:
+					return
+				}
 			}
+			b.parked.Store(false)
+			b.owner.Lock()
+			continue
+		}
+		if b.step(issuerWaitSlice, reapPerTurn) > 0 && (b.inKernel > 0 || b.evHead < b.evTail || b.queued.Load() > 0) {
+			// Let the submitter just woken run and queue its next
+			// request, so that the next io_submit carries it at once.
+			// When nothing is left the issuer parks instead, so that a
+			// submitter at low depth finds it parked and serves itself.
+			runtime.Gosched()
 		}
 	}
-	b.kwait.Store(false)
-	// Events that arrived while kwait was set may have been left by the
-	// reaper: take them now (later ones wake the reaper). b.waitEvents
-	// belongs to whoever holds kwait, which another goroutine may take as
-	// soon as it is released, so this reap uses a buffer of its own.
-	var events [16]ioEvent
-	b.reapNow(events[:], &unix.Timespec{})
+}
+
+// step submits the queued control blocks, collects completions from the
+// kernel when none are at hand (waiting up to slice for one) and completes
+// at most reap of them. It returns how many it completed. The caller holds
+// owner.
+func (b *backend) step(slice time.Duration, reap int) int {
+	b.flush()
+	if b.evHead == b.evTail && b.inKernel > 0 {
+		b.collect(1, slice)
+	}
+	return b.complete(reap)
+}
+
+// collect waits up to slice for at least minEvents events and takes every
+// event that has arrived into b.events, which must hold none. The caller
+// holds owner.
+func (b *backend) collect(minEvents int, slice time.Duration) {
+	b.waitTS = unix.NsecToTimespec(int64(slice))
+	n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, b.ctx, uintptr(minEvents), uintptr(len(b.events)),
+		uintptr(unsafe.Pointer(&b.events[0])), uintptr(unsafe.Pointer(&b.waitTS)), 0)
+	b.evHead, b.evTail = 0, 0
+	if errno != 0 {
+		return // EINTR
+	}
+	b.evTail = int(n)
+	b.inKernel -= int(n)
+}
+
+// complete completes at most limit of the collected events and returns
+// how many. The caller holds owner.
+func (b *backend) complete(limit int) int {
+	n := 0
+	for ; b.evHead < b.evTail && n < limit; n++ {
+		ev := b.events[b.evHead]
+		b.evHead++
+		b.slots.Complete(ev.data, ev.res)
+	}
+	return n
+}
+
+// wake kicks the issuer if it is parked.
+func (b *backend) wake() {
+	if b.parked.Load() {
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// serve submits and waits in place of the parked issuer until bt has
+// completed, completing every event that arrives (also other goroutines'),
+// the way a single-threaded program does: at low depth the trip to the
+// issuer and back is most of the latency. The caller holds owner, and
+// hands what is left to the issuer afterwards. It stops early when the
+// queue has grown past kernelWaitDepth: the issuer, which waits in shorter
+// slices, serves deeper queues.
+func (b *backend) serve(bt *fileengine.Waiter) {
+	for bt.Pending() && b.c.InFlight() <= kernelWaitDepth {
+		b.step(kernelWaitSlice, len(b.events))
+	}
 }
 
 type target struct {
@@ -309,44 +347,42 @@ func (t *target) Sync() error {
 	return r[0].Err
 }
 
-// flush submits the queued control blocks. Whoever finds the submitter
-// role free takes it and submits everything queued so far, also other
-// goroutines' requests; the others return at once. So concurrent
-// submitters share io_submit calls, and one goroutine at a time is in the
-// kernel's submission path.
+// flush submits every queued control block. The caller holds owner.
 func (b *backend) flush() {
 	for b.queued.Load() > 0 {
-		if !b.submitting.CompareAndSwap(false, true) {
-			return
-		}
-		for {
-			b.queueMu.Lock()
-			if len(b.queue) == 0 {
-				b.queueMu.Unlock()
-				break
-			}
-			cbs := b.queue
-			b.queue, b.spare = b.spare[:0], nil
-			b.queued.Add(-int64(len(cbs)))
-			b.queueMu.Unlock()
-			b.submitAll(cbs)
-			clear(cbs)
-			b.spare = cbs
-		}
-		b.submitting.Store(false)
+		b.queueMu.Lock()
+		cbs := b.queue
+		b.queue, b.spare = b.spare[:0], nil
+		b.queued.Add(-int64(len(cbs)))
+		b.queueMu.Unlock()
+		b.submitAll(cbs)
+		clear(cbs)
+		b.spare = cbs
 	}
 }
 
 // submitAll hands cbs to the kernel, retrying what io_submit did not take.
+// The caller holds owner.
 func (b *backend) submitAll(cbs []*iocb) {
 	for len(cbs) > 0 {
 		got, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, b.ctx, uintptr(len(cbs)), uintptr(unsafe.Pointer(&cbs[0])))
 		switch {
 		case errno == 0:
 			b.c.Submitted(int(got))
+			b.inKernel += int(got)
 			cbs = cbs[got:]
 		case errno == unix.EAGAIN || errno == unix.EINTR:
-			time.Sleep(50 * time.Microsecond)
+			// Completions not yet collected may hold the context's
+			// room: collect them, and pause if there were none.
+			b.complete(len(b.events))
+			got := 0
+			if b.inKernel > 0 {
+				b.collect(0, 0)
+				got = b.complete(len(b.events))
+			}
+			if got == 0 {
+				time.Sleep(50 * time.Microsecond)
+			}
 		default:
 			// The first request was refused; it completes with the error
 			// and the rest go on.
@@ -374,8 +410,6 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 		cb := &cbs[i]
 		*cb = iocb{}
 		cb.fd = uint32(fd)
-		cb.flags = flagResfd
-		cb.resfd = uint32(b.efdN)
 		switch {
 		case fdsync:
 			cb.opcode = cmdFdsync
@@ -403,11 +437,21 @@ func (b *backend) submit(fd int, reqs []core.IORequest, fdsync bool) error {
 		b.queue = append(b.queue, ptrs[i:i+k]...)
 		b.queued.Add(int64(k))
 		b.queueMu.Unlock()
-		b.flush()
 		i += k
-	}
-	if bt.Pending() && b.c.InFlight() <= kernelWaitDepth && b.kwait.CompareAndSwap(false, true) {
-		b.waitInKernel(bt)
+		if i < n || !b.parked.Load() || b.c.InFlight() > kernelWaitDepth || !b.owner.TryLock() {
+			b.wake()
+			continue
+		}
+		// The issuer is parked and the queue is short: serve ourselves.
+		b.serve(bt)
+		left := b.queued.Load() > 0 || b.inKernel > 0 || b.evHead < b.evTail
+		b.owner.Unlock()
+		if left {
+			select {
+			case b.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
 	bt.Wait()
 	return nil
