@@ -9,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
+	"runtime/metrics"
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,48 @@ type result struct {
 	// CPUPerOp is the process's user and system CPU time per operation,
 	// in microseconds (getrusage over the run).
 	CPUPerOp float64 `json:"cpu_us_per_op"`
+	// SchedP50 and SchedP90 are the Go scheduler's latencies over the
+	// run (runtime/metrics /sched/latencies:seconds: how long goroutines
+	// waited runnable before running), in microseconds.
+	SchedP50 float64 `json:"sched_p50_us"`
+	SchedP90 float64 `json:"sched_p90_us"`
+}
+
+const schedMetric = "/sched/latencies:seconds"
+
+func schedLatencies() *metrics.Float64Histogram {
+	s := []metrics.Sample{{Name: schedMetric}}
+	metrics.Read(s)
+	return s[0].Value.Float64Histogram()
+}
+
+// quantiles returns the qs quantiles, in microseconds, of the samples
+// recorded between the snapshots before and after (each the upper bound of
+// its bucket, or the lower bound of the last, unbounded one).
+func quantiles(before, after *metrics.Float64Histogram, qs ...float64) []float64 {
+	counts := make([]uint64, len(after.Counts))
+	var total uint64
+	for i := range counts {
+		counts[i] = after.Counts[i] - before.Counts[i]
+		total += counts[i]
+	}
+	out := make([]float64, len(qs))
+	for k, q := range qs {
+		want := uint64(q * float64(total))
+		var sum uint64
+		for i, c := range counts {
+			sum += c
+			if sum > want {
+				v := after.Buckets[i+1]
+				if math.IsInf(v, 1) {
+					v = after.Buckets[i]
+				}
+				out[k] = v * 1e6
+				break
+			}
+		}
+	}
+	return out
 }
 
 // cpuTime returns the user and system CPU time the process has used.
@@ -118,6 +162,7 @@ func run(engine, path string, bs, depth int, mode, workload string, direct bool,
 	deadline := time.Now().Add(runtime)
 	start := time.Now()
 	cpu0 := cpuTime()
+	sched0 := schedLatencies()
 	var wg sync.WaitGroup
 	switch mode {
 	case "goroutines":
@@ -200,10 +245,12 @@ func run(engine, path string, bs, depth int, mode, workload string, direct bool,
 	}
 	st := eng.Stats()
 	n := float64(ops.Load())
+	sq := quantiles(sched0, schedLatencies(), 0.5, 0.9)
 	return json.NewEncoder(os.Stdout).Encode(result{
 		Engine: eng.Name(), Workload: workload, BlockSize: bs, Depth: depth, Mode: mode, Direct: direct,
 		Seconds: elapsed, IOPS: n / elapsed, MiBps: n * float64(bs) / elapsed / (1 << 20),
 		MaxInFlight: st.MaxInFlight, Submits: st.Submits, Requests: st.SubmittedRequests, Fallbacks: st.Fallbacks,
 		CPUPerOp: float64(cpu.Microseconds()) / max(n, 1),
+		SchedP50: sq[0], SchedP90: sq[1],
 	})
 }
