@@ -53,7 +53,7 @@ var tcmuSample = []string{
 // the /dev/sdX disk the kernel makes. Remote cells use the registry inside
 // the conformance process. By default it runs a sample of every dimension
 // (tcmuSample); with OVERLAYBD_VM_CONFORMANCE=full every tcmu cell (about
-// 2,000 run in a static build: several hours under TCG).
+// 2,300 run in the static build: several hours under TCG).
 func TestConformanceTCMU(t *testing.T) {
 	sel := os.Getenv(ConformanceEnv)
 	full := sel != ""
