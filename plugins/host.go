@@ -195,6 +195,7 @@ type Plugin struct {
 	cur       *instance
 	closed    bool
 	restarts  int
+	retired   Stats // what the host counted of the retired processes
 	backoff   time.Duration
 	nextStart time.Time
 
@@ -265,13 +266,52 @@ func (p *Plugin) Restarts() int {
 	return p.restarts
 }
 
-// Stats asks the running plugin for its counters, starting it if needed.
+// Stats are the plugin's counters since Start: the running process's own
+// (it is started if none runs), plus, for each process retired since (a
+// crash, a hang, a failed health check), the blocks and batches the host
+// counted from its replies. Calls are the running process's only.
 func (p *Plugin) Stats(ctx context.Context) (*Stats, error) {
 	in, err := p.instance(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return in.ctrl.Stats(ctx)
+	st, err := in.ctrl.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st.Batches += p.retired.Batches
+	for name, r := range p.retired.Codecs {
+		if st.Codecs == nil {
+			st.Codecs = map[string]CodecStats{}
+		}
+		c := st.Codecs[name]
+		c.Decompressed += r.Decompressed
+		c.DecompressedBytes += r.DecompressedBytes
+		c.Compressed += r.Compressed
+		c.CompressedBytes += r.CompressedBytes
+		c.Errors += r.Errors
+		st.Codecs[name] = c
+	}
+	return st, nil
+}
+
+// keepTally adds what the host counted of in, which is being retired, to
+// p.retired. p.mu is held.
+func (p *Plugin) keepTally(in *instance) {
+	p.retired.Batches += in.served.Load()
+	for name, num := range zfileAlgorithms {
+		if num >= len(in.tally) {
+			continue
+		}
+		if p.retired.Codecs == nil {
+			p.retired.Codecs = map[string]CodecStats{}
+		}
+		c := p.retired.Codecs[name]
+		in.tally[num].addTo(&c)
+		p.retired.Codecs[name] = c
+	}
 }
 
 // instance returns the running instance, starting one if none runs.
@@ -327,6 +367,7 @@ func (p *Plugin) retire(in *instance, err error) {
 	if p.cur == in {
 		p.cur = nil
 		p.restarts++
+		p.keepTally(in)
 		if in.served.Load() > 0 {
 			p.backoff = 0
 		} else {

@@ -556,3 +556,45 @@ func TestBlockLargerThanLane(t *testing.T) {
 		t.Fatal("a refused request retired the plugin")
 	}
 }
+
+// The counters survive a restart: what the retired process answered is
+// counted by the host and added to the new process's own counters.
+func TestStatsCarryOverRestarts(t *testing.T) {
+	p, _, _ := faultPlugin(t, "ok", WithHealthInterval(100*time.Millisecond))
+	c, err := p.Codec("lz4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := bytes.Repeat([]byte("overlaybd "), 400)
+	comp := make([]byte, c.CompressBound(len(in)))
+	var n int
+	for range 5 {
+		if n, err = c.Compress(comp, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pid := p.Pid()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); p.Restarts() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the killed plugin was not retired")
+		}
+	}
+	out := make([]byte, len(in))
+	for range 3 {
+		if m, err := c.Decompress(out, comp[:n]); err != nil || !bytes.Equal(out[:m], in) {
+			t.Fatalf("decompress after the restart: %d, %v", m, err)
+		}
+	}
+	st, err := p.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := st.Codecs["lz4"]
+	want := CodecStats{Compressed: 5, CompressedBytes: 5 * uint64(len(in)), Decompressed: 3, DecompressedBytes: 3 * uint64(len(in))}
+	if got != want || st.Batches < 8 {
+		t.Fatalf("stats after a restart: %+v (batches %d), want %+v and at least 8 batches", got, st.Batches, want)
+	}
+}

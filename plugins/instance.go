@@ -34,6 +34,10 @@ type instance struct {
 	all   []*lane
 
 	served atomic.Uint64 // batches answered correctly
+	// tally is what the host counted of the blocks this process answered,
+	// by wire codec number (1 lz4, 2 zstd): Plugin.Stats carries it over
+	// once the process is retired and can no longer be asked.
+	tally [3]blockTally
 
 	useMu    sync.RWMutex // held shared while mem is in use; exclusively to unmap
 	dead     atomic.Bool
@@ -286,6 +290,9 @@ func (in *instance) run(op, id uint8, blocks []core.CodecBlock) error {
 			return err
 		}
 		in.served.Add(1)
+		if int(id) < len(in.tally) {
+			in.tally[id].add(op, blocks[:n])
+		}
 		blocks = blocks[n:]
 	}
 	in.lanes.put(ln)
@@ -482,4 +489,34 @@ func pluginEnv() []string {
 		}
 	}
 	return env
+}
+
+// blockTally counts the blocks of one codec a process answered, as the
+// plugin's own CodecStats do.
+type blockTally struct {
+	decompressed, decompressedBytes, compressed, compressedBytes, errors atomic.Uint64
+}
+
+func (t *blockTally) add(op uint8, blocks []core.CodecBlock) {
+	for _, b := range blocks {
+		switch {
+		case b.Err != nil:
+			t.errors.Add(1)
+		case op == wire.OpDecompress:
+			t.decompressed.Add(1)
+			t.decompressedBytes.Add(uint64(b.N))
+		default:
+			t.compressed.Add(1)
+			t.compressedBytes.Add(uint64(len(b.Src)))
+		}
+	}
+}
+
+// addTo adds the tally to st.
+func (t *blockTally) addTo(st *CodecStats) {
+	st.Decompressed += t.decompressed.Load()
+	st.DecompressedBytes += t.decompressedBytes.Load()
+	st.Compressed += t.compressed.Load()
+	st.CompressedBytes += t.compressedBytes.Load()
+	st.Errors += t.errors.Load()
 }
