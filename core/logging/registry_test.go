@@ -1,4 +1,4 @@
-package logging
+package logging_test
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/overlaybd-go/overlaybd/core/config"
+	"github.com/overlaybd-go/overlaybd/core/logging"
 	"github.com/overlaybd-go/overlaybd/core/remote"
 )
 
@@ -57,7 +58,7 @@ func TestRegistryRunLeavesNoCredential(t *testing.T) {
 	defer srv.Close()
 
 	var out bytes.Buffer
-	log, _, err := New(config.LogSettings{Level: 0}, Options{Stderr: &out})
+	log, _, err := logging.New(config.LogSettings{Level: 0}, logging.Options{Stderr: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
