@@ -155,54 +155,77 @@ func (k nbdWritable) CreateOver(dir string, m *conformance.Model) (conformance.D
 }
 
 func (k nbdWritable) export(d conformance.Device, dir string) (conformance.Device, error) {
-	nd := &nbdDevice{inner: d, dir: dir, counts: k.counts}
-	if err := nd.export(); err != nil {
-		d.Close()
-		return nil, err
-	}
-	return nd, nil
+	return reexport(d, "stop nbd export", func(f core.File) (view, error) {
+		return exportNBD(f, false, dir, k.counts)
+	}, false)
 }
 
-// nbdDevice is a device whose view the scenario reaches through NBD; the
-// device-wide operations stop the export, run on the device and export it
-// again.
-type nbdDevice struct {
-	inner  conformance.Device
-	dir    string
-	e      *nbdExport
-	counts *nbdCounts
+// File is the client side of the export.
+func (e *nbdExport) File() core.File { return e.client }
+
+// view is a frontend's export of a device's file: the client the scenario
+// reaches the device through, and how to take the export down.
+type view interface {
+	File() core.File
+	stop() error
+}
+
+// reexported is a device whose view the scenario reaches through a
+// frontend; the device-wide operations take the view down, run on the
+// device and export it again.
+type reexported struct {
+	inner   conformance.Device
+	export  func(core.File) (view, error)
+	stopMsg string // what a failed stop is reported as
+	v       view
 }
 
 var (
-	_ conformance.Committer = (*nbdDevice)(nil)
-	_ conformance.Sealer    = (*nbdDevice)(nil)
-	_ conformance.Flattener = (*nbdDevice)(nil)
+	_ conformance.Committer = (*reexported)(nil)
+	_ conformance.Sealer    = (*reexported)(nil)
+	_ conformance.Flattener = (*reexported)(nil)
 )
 
-func (d *nbdDevice) export() error {
-	e, err := exportNBD(d.inner.File(), false, d.dir, d.counts)
+// reexport exports d's file; with crash, a device that simulates power
+// losses keeps that ability through the view (stopped around the crash).
+func reexport(d conformance.Device, stopMsg string, export func(core.File) (view, error), crash bool) (conformance.Device, error) {
+	r := &reexported{inner: d, export: export, stopMsg: stopMsg}
+	if err := r.attach(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if c, ok := d.(conformance.Crasher); ok && crash {
+		return &reexportedCrasher{r, c}, nil
+	}
+	return r, nil
+}
+
+func (d *reexported) attach() error {
+	v, err := d.export(d.inner.File())
 	if err != nil {
 		return err
 	}
-	d.e = e
+	d.v = v
 	return nil
 }
 
-func (d *nbdDevice) around(op func() error) error {
-	if err := d.e.stop(); err != nil {
-		return fmt.Errorf("stop nbd export: %w", err)
+func (d *reexported) around(op func() error) error {
+	err := d.v.stop()
+	d.v = nil
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.stopMsg, err)
 	}
 	if err := op(); err != nil {
 		return err
 	}
-	return d.export()
+	return d.attach()
 }
 
-func (d *nbdDevice) File() core.File { return d.e.client }
+func (d *reexported) File() core.File { return d.v.File() }
 
-func (d *nbdDevice) Reopen() error { return d.around(d.inner.Reopen) }
+func (d *reexported) Reopen() error { return d.around(d.inner.Reopen) }
 
-func (d *nbdDevice) Commit() error {
+func (d *reexported) Commit() error {
 	c, ok := d.inner.(conformance.Committer)
 	if !ok {
 		return fmt.Errorf("commit: %w", core.ErrUnsupported)
@@ -210,7 +233,7 @@ func (d *nbdDevice) Commit() error {
 	return d.around(c.Commit)
 }
 
-func (d *nbdDevice) Seal() error {
+func (d *reexported) Seal() error {
 	s, ok := d.inner.(conformance.Sealer)
 	if !ok {
 		return fmt.Errorf("seal: %w", core.ErrUnsupported)
@@ -218,7 +241,7 @@ func (d *nbdDevice) Seal() error {
 	return d.around(s.Seal)
 }
 
-func (d *nbdDevice) Flatten(dir string) (core.File, error) {
+func (d *reexported) Flatten(dir string) (core.File, error) {
 	f, ok := d.inner.(conformance.Flattener)
 	if !ok {
 		return nil, fmt.Errorf("flatten: %w", core.ErrUnsupported)
@@ -226,4 +249,23 @@ func (d *nbdDevice) Flatten(dir string) (core.File, error) {
 	return f.Flatten(dir)
 }
 
-func (d *nbdDevice) Close() error { return errors.Join(d.e.stop(), d.inner.Close()) }
+func (d *reexported) Close() error {
+	var err error
+	if d.v != nil {
+		err = d.v.stop()
+		d.v = nil
+	}
+	return errors.Join(err, d.inner.Close())
+}
+
+// reexportedCrasher is a view over a device that simulates power losses:
+// the view is taken down, the device loses what its files did not make
+// durable (what the client synced reached them) and the view comes back.
+type reexportedCrasher struct {
+	*reexported
+	c conformance.Crasher
+}
+
+var _ conformance.Crasher = (*reexportedCrasher)(nil)
+
+func (d *reexportedCrasher) Crash() error { return d.around(d.c.Crash) }

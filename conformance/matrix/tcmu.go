@@ -450,99 +450,14 @@ func (k tcmuWritable) CreateOver(dir string, m *conformance.Model) (conformance.
 }
 
 func (k tcmuWritable) export(d conformance.Device) (conformance.Device, error) {
-	td := &tcmuDevice{inner: d, env: k.env}
-	if err := td.attach(); err != nil {
-		d.Close()
-		return nil, err
-	}
-	if c, ok := d.(conformance.Crasher); ok {
-		return &tcmuCrashDevice{td, c}, nil
-	}
-	return td, nil
+	// A device that simulates power losses keeps doing so through the
+	// disk: the client's Sync reaches its files as SYNCHRONIZE CACHE.
+	return reexport(d, "detach the disk", func(f core.File) (view, error) {
+		return exportTCMU(k.env, f, false)
+	}, true)
 }
 
-// tcmuCrashDevice is a disk over a device that simulates power losses: the
-// disk is detached, the device loses what its files did not make durable
-// (the client's Sync reaches them as SYNCHRONIZE CACHE) and the disk is
-// attached again.
-type tcmuCrashDevice struct {
-	*tcmuDevice
-	c conformance.Crasher
-}
+// File is the client of the disk.
+func (x *tcmuExport) File() core.File { return x.client }
 
-var _ conformance.Crasher = (*tcmuCrashDevice)(nil)
-
-func (d *tcmuCrashDevice) Crash() error { return d.around(d.c.Crash) }
-
-// tcmuDevice is a device whose view the scenario reaches through a SCSI
-// disk; the device-wide operations detach the disk, run on the device and
-// attach it again.
-type tcmuDevice struct {
-	inner conformance.Device
-	env   *tcmuEnv
-	x     *tcmuExport
-}
-
-var (
-	_ conformance.Committer = (*tcmuDevice)(nil)
-	_ conformance.Sealer    = (*tcmuDevice)(nil)
-	_ conformance.Flattener = (*tcmuDevice)(nil)
-)
-
-func (d *tcmuDevice) attach() error {
-	x, err := exportTCMU(d.env, d.inner.File(), false)
-	if err != nil {
-		return err
-	}
-	d.x = x
-	return nil
-}
-
-func (d *tcmuDevice) around(op func() error) error {
-	err := d.x.detach()
-	d.x = nil
-	if err != nil {
-		return fmt.Errorf("detach the disk: %w", err)
-	}
-	if err := op(); err != nil {
-		return err
-	}
-	return d.attach()
-}
-
-func (d *tcmuDevice) File() core.File { return d.x.client }
-
-func (d *tcmuDevice) Reopen() error { return d.around(d.inner.Reopen) }
-
-func (d *tcmuDevice) Commit() error {
-	c, ok := d.inner.(conformance.Committer)
-	if !ok {
-		return fmt.Errorf("commit: %w", core.ErrUnsupported)
-	}
-	return d.around(c.Commit)
-}
-
-func (d *tcmuDevice) Seal() error {
-	s, ok := d.inner.(conformance.Sealer)
-	if !ok {
-		return fmt.Errorf("seal: %w", core.ErrUnsupported)
-	}
-	return d.around(s.Seal)
-}
-
-func (d *tcmuDevice) Flatten(dir string) (core.File, error) {
-	f, ok := d.inner.(conformance.Flattener)
-	if !ok {
-		return nil, fmt.Errorf("flatten: %w", core.ErrUnsupported)
-	}
-	return f.Flatten(dir)
-}
-
-func (d *tcmuDevice) Close() error {
-	var err error
-	if d.x != nil {
-		err = d.x.detach()
-		d.x = nil
-	}
-	return errors.Join(err, d.inner.Close())
-}
+func (x *tcmuExport) stop() error { return x.detach() }
